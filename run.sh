@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   bash run.sh          install, train a small DLF on generated data if the registry is empty, serve it
+#   bash run.sh test     install, make sure Redis answers, run the test suite
+#   bash run.sh install  only create/refresh the virtual environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${VENV:-.venv}
+PY="$VENV/bin/python"
+export DLF_REGISTRY=${DLF_REGISTRY:-registry}
+HOST=${DLF_HOST:-127.0.0.1}
+PORT=${DLF_PORT:-8000}
+
+install() {
+  [ -x "$PY" ] || python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  # Re-install only when the dependency list changed.
+  stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    "$PY" -m pip install -q --upgrade pip
+    # torch pinned: 2.13.0 is the CPU wheel on disk; any other spec pulls a multi-GB CUDA build.
+    "$PY" -m pip install -q torch==2.13.0
+    "$PY" -m pip install -q -e ".[cpu,dev]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+  fi
+}
+
+ensure_redis() {
+  if command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    return
+  fi
+  echo "starting redis-server on 127.0.0.1:6379"
+  mkdir -p /tmp/dlf-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp/dlf-redis --logfile /tmp/dlf-redis/redis.log
+  for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server did not answer" >&2; exit 1
+}
+
+serve() {
+  if ! "$PY" -c "import sys; from service.bundle import resolve_current; sys.exit(resolve_current('$DLF_REGISTRY') is None)"; then
+    echo "no model bundle in $DLF_REGISTRY: generating data and training a small DLF"
+    "$PY" -m training.cli generate --out data/synthetic --rows 20000
+    "$PY" -m training.cli train --data data/synthetic/train.csv --format csv \
+      --schema data/synthetic/schema.yaml --model dlf --preset small --registry "$DLF_REGISTRY" --set-current
+  fi
+  "$PY" -m service.cli example --registry "$DLF_REGISTRY" --url "http://$HOST:$PORT"
+  exec "$PY" -m service.cli serve --host "$HOST" --port "$PORT"
+}
+
+case "${1:-serve}" in
+  install) install ;;
+  test) install; ensure_redis; shift || true; exec "$PY" -m pytest "$@" ;;
+  serve) install; serve ;;
+  *) echo "usage: bash run.sh [serve|test|install]" >&2; exit 2 ;;
+esac

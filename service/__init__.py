@@ -1,0 +1,1 @@
+"""Online serving: FastAPI app over an ONNX model bundle."""
