@@ -156,7 +156,9 @@ def list_versions(registry: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name) and (p / "schema.json").exists()
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and VERSION_PATTERN.match(p.name) and (p / "schema.json").exists()
     )
 
 

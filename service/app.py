@@ -1,0 +1,147 @@
+"""FastAPI application factory and lifespan.
+
+``create_app(settings)`` builds an independent app (own metrics registry,
+model holder, feature store, batcher), which is what tests use. For uvicorn:
+``uvicorn --factory service.app:app_factory`` or ``uvicorn service.app:app``
+(``app`` is built lazily from the environment on first access).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.batcher import MicroBatcher
+from service.encoding import EncodingError
+from service.feature_store import build_feature_store
+from service.metrics import ServiceMetrics
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.model_holder import load_model, resolve_version
+from service.request_log import RequestLogger
+from service.routers import health, predict
+from service.settings import Settings
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+async def _load(state: ServiceState) -> None:
+    """Load + warm up the model and prepare the feature store; readiness flips when this finishes."""
+    s = state.settings
+    try:
+        version = resolve_version(s.registry, s.model_version)
+        model = await asyncio.to_thread(
+            load_model,
+            s.registry / version,
+            intra_op_threads=s.ort_intra_op_threads,
+            inter_op_threads=s.ort_inter_op_threads,
+        )
+        assert state.store is not None
+        await state.store.prepare(model.bundle_dir, model.schema)
+        state.holder.swap(model)
+        state.metrics.set_model(model.version, model.provider)
+        log.info("serving %s with ONNX Runtime providers %s", model.version, model.providers)
+    except Exception as exc:  # stay alive so /readyz can say why
+        state.load_error = f"model load failed: {type(exc).__name__}: {exc}"
+        log.exception("model load failed")
+    finally:
+        state.loaded.set()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.dlf
+    s = state.settings
+    state.store = build_feature_store(s, state.metrics)
+    state.batcher = MicroBatcher(
+        enabled=s.batching_enabled,
+        max_batch_rows=s.max_batch_rows,
+        max_wait_ms=s.max_wait_ms,
+        metrics=state.metrics,
+    )
+    await state.batcher.start()
+    if s.request_log_path is not None:
+        state.request_log = RequestLogger(s.request_log_path)
+    load_task = asyncio.create_task(_load(state), name="dlf-model-load")
+    try:
+        yield
+    finally:
+        load_task.cancel()
+        await asyncio.gather(load_task, return_exceptions=True)
+        await state.batcher.stop()
+        await state.store.close()
+        if state.request_log is not None:
+            state.request_log.close()
+
+
+def _error_response(exc: EncodingError) -> JSONResponse:
+    errors = [{"record": e.record, "field": e.field, "message": e.message} for e in exc.errors]
+    return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's shape errors in the same {detail, errors} form, with record index/field when known."""
+    errors: list[dict[str, Any]] = []
+    for err in exc.errors():
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        record = next((p for p in loc if isinstance(p, int)), None)
+        field = str(loc[-1]) if loc and isinstance(loc[-1], str) else None
+        where = ".".join(str(p) for p in loc) or "body"
+        errors.append({"record": record, "field": field, "message": f"{where}: {err.get('msg', 'invalid')}"})
+    detail = "; ".join(e["message"] for e in errors) or "invalid request body"
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A self-contained app; the model loads in the background once it starts (see /readyz)."""
+    settings = settings if settings is not None else Settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="DLF click-probability service",
+        description="Scores rows with the current DLF bundle (ONNX Runtime). See docs/api.md.",
+        version="1.0",
+        lifespan=lifespan,
+    )
+    app.state.dlf = ServiceState(settings=settings, metrics=metrics)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(EncodingError)
+    async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    known = {getattr(r, "path", "") for router in (predict.router, health.router) for r in router.routes}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # outermost: sees 413s
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory service.app:app_factory``: settings from the environment."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(Settings())
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``service.app:app`` for plain ``uvicorn service.app:app``; built on first access, not at import."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = app_factory()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,67 @@
+"""Command line of the service: ``serve`` and ``publish-vocab``.
+
+python -m service.cli serve --host 0.0.0.0 --port 8000
+python -m service.cli publish-vocab --registry registry --redis-url redis://localhost:6379/0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.bundle import resolve_current
+from service.redis_store import connect, publish_vocab
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-probability service.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (each loads the model).")] = 1,
+    log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "service.app:app_factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+    )
+
+
+@app.command("publish-vocab")
+def publish_vocab_cmd(
+    registry: Annotated[Path, typer.Option(help="Bundle registry directory.")],
+    redis_url: Annotated[str, typer.Option(envvar="REDIS_URL", help="e.g. redis://localhost:6379/0")],
+    version: Annotated[str | None, typer.Option(help="Bundle version (default: CURRENT / newest).")] = None,
+    prefix: Annotated[str, typer.Option(envvar="DLF_REDIS_PREFIX", help="Redis key prefix.")] = "dlf:",
+    chunk_size: Annotated[int, typer.Option(min=1, help="Values per pipelined HSET.")] = 10_000,
+) -> None:
+    """Copy a bundle's vocabularies into Redis hashes <prefix>vocab:<version>:<field>, then set the marker."""
+    chosen = version or resolve_current(registry)
+    if chosen is None:
+        raise typer.BadParameter(f"no bundle found in {registry}", param_hint="--registry")
+    bundle_dir = registry / chosen
+    if not (bundle_dir / "schema.json").exists():
+        raise typer.BadParameter(f"no bundle {chosen!r} in {registry}", param_hint="--version")
+
+    async def _run() -> dict[str, int]:
+        client = connect(redis_url, timeout_s=5.0)
+        try:
+            return await publish_vocab(client, bundle_dir, prefix, chunk_size)
+        finally:
+            await client.aclose()
+
+    counts = asyncio.run(_run())
+    typer.echo(json.dumps({"version": chosen, "prefix": prefix, "fields": counts}))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,159 @@
+"""Raw JSON records -> model inputs (int64 ids, float32 numerics) with precise errors.
+
+Split in two steps so the feature store sits in between: ``parse_records``
+validates and canonicalises (no I/O), the caller resolves the unique
+``(field, key)`` pairs to ids, then ``assign_ids`` builds the id matrix and
+counts OOV values. Nothing here raises on an unknown category: that is OOV, not
+an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.bundle import OOV_ID, BundleSchema, FieldSchema, canonical_value
+
+MAX_REPORTED_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one value; ``record``/``field`` are None for request-level problems."""
+
+    record: int | None
+    field: str | None
+    message: str
+
+    def describe(self, row_label: str = "record") -> str:
+        where = []
+        if self.record is not None:
+            where.append(f"{row_label} {self.record}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class EncodingError(ValueError):
+    """The request cannot be encoded; carries every problem found (up to a cap)."""
+
+    def __init__(self, errors: Sequence[FieldError], row_label: str = "record") -> None:
+        self.errors = list(errors)
+        self.row_label = row_label
+        super().__init__("; ".join(e.describe(row_label) for e in self.errors))
+
+
+@dataclass
+class ParsedRecords:
+    """Validated records: canonical categorical keys per field (column-wise) and normalised numerics."""
+
+    n_rows: int
+    cat_fields: list[FieldSchema]
+    cat_keys: list[list[str]]  # [F_cat][n_rows]
+    numerics: np.ndarray  # float32 [n_rows, F_num]
+
+    def unique_keys(self) -> dict[str, set[str]]:
+        """Distinct keys per categorical field: what the feature store has to resolve."""
+        return {f.name: set(keys) for f, keys in zip(self.cat_fields, self.cat_keys, strict=True)}
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def numeric_value(value: Any, f: FieldSchema) -> float:
+    """Normalise one raw numeric value like training did; raises ValueError with the reason."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return float(f.fill)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {_type_name(value)}")
+    try:
+        x = float(value)
+    except (ValueError, OverflowError):
+        shown = value if len(str(value)) <= 40 else str(value)[:40] + "..."
+        raise ValueError(f"expected a number, got {_type_name(value)} {shown!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"must be a finite number, got {x!r}")
+    if f.transform == "log1p":
+        if x <= -1.0:
+            raise ValueError(f"must be > -1 for the log1p transform, got {x!r}")
+        x = math.log1p(x)
+    return (x - f.mean) / f.std
+
+
+def categorical_key(value: Any) -> str:
+    """Canonical vocabulary key of one raw categorical value; nested values are rejected."""
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError(f"expected a string or number, got {_type_name(value)}")
+    return canonical_value(value)
+
+
+def parse_records(
+    records: Sequence[Mapping[str, Any]],
+    schema: BundleSchema,
+    *,
+    max_rows: int,
+    row_label: str = "record",
+) -> ParsedRecords:
+    """Validate ``records`` against ``schema``; collect all problems (capped) into one EncodingError."""
+    n = len(records)
+    if n == 0:
+        raise EncodingError([FieldError(None, None, f"no {row_label}s: send at least one")], row_label)
+    if n > max_rows:
+        raise EncodingError(
+            [FieldError(None, None, f"too many {row_label}s: {n} > max {max_rows} per request")], row_label
+        )
+    cat_fields, num_fields = schema.categorical, schema.numeric
+    cat_keys: list[list[str]] = [[""] * n for _ in cat_fields]
+    numerics = np.empty((n, len(num_fields)), dtype=np.float32)
+    errors: list[FieldError] = []
+    for i, record in enumerate(records):
+        for j, f in enumerate(cat_fields):
+            if f.name not in record:
+                errors.append(FieldError(i, f.name, "missing (categorical field is required)"))
+                continue
+            try:
+                cat_keys[j][i] = categorical_key(record[f.name])
+            except ValueError as exc:
+                errors.append(FieldError(i, f.name, str(exc)))
+        for j, f in enumerate(num_fields):
+            if f.name not in record:
+                errors.append(FieldError(i, f.name, "missing (numeric field is required)"))
+                continue
+            try:
+                numerics[i, j] = numeric_value(record[f.name], f)
+            except ValueError as exc:
+                errors.append(FieldError(i, f.name, str(exc)))
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    if errors:
+        raise EncodingError(errors[:MAX_REPORTED_ERRORS], row_label)
+    return ParsedRecords(n_rows=n, cat_fields=cat_fields, cat_keys=cat_keys, numerics=numerics)
+
+
+def assign_ids(
+    parsed: ParsedRecords, ids: Mapping[str, Mapping[str, int]]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Build the int64 [B, F_cat] id matrix; keys absent from ``ids`` become OOV and are counted."""
+    cat_ids = np.full((parsed.n_rows, len(parsed.cat_fields)), OOV_ID, dtype=np.int64)
+    oov: dict[str, int] = {}
+    for j, f in enumerate(parsed.cat_fields):
+        table = ids.get(f.name, {})
+        column = [table.get(k, f.oov_id) for k in parsed.cat_keys[j]]
+        cat_ids[:, j] = column
+        misses = sum(1 for v in column if v == f.oov_id)
+        if misses:
+            oov[f.name] = misses
+    return cat_ids, oov

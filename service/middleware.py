@@ -1,0 +1,112 @@
+"""Pure-ASGI middleware: request metrics and the request body size limit.
+
+Pure ASGI (not BaseHTTPMiddleware) so they add little latency and see every
+response, including the 413 the body limit sends before FastAPI runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import ServiceMetrics
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class MetricsMiddleware:
+    """dlf_requests_total{endpoint,status} and dlf_request_latency_seconds{endpoint}."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, endpoints: Callable[[], Collection[str]]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in self.endpoints() else "other"  # bounded label cardinality
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.request_latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over ``max_bytes`` with 413, by Content-Length or while reading a chunked body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Send, size: str) -> None:
+        body = json.dumps(
+            {
+                "detail": f"request body is {size} bytes; the limit is {self.max_bytes} (DLF_MAX_BODY_BYTES)",
+                "errors": [],
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send, declared.decode())
+            return
+        # Buffer the body (bounded) so a chunked upload cannot exceed the limit either.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send, f"more than {self.max_bytes}")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,141 @@
+"""The ONNX Runtime session of one bundle, and the holder that says which one is current.
+
+A request takes ``holder.current`` once at its start and uses that
+``LoadedModel`` (session + schema + version) to the end, so swapping in a new
+bundle is one reference assignment and never mixes two versions in one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import BundleSchema, load_schema, resolve_current
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def choose_providers(available: Sequence[str]) -> list[str]:
+    """CUDA first (CPU as fallback for unsupported ops) when this onnxruntime build has it, else CPU."""
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything a request needs from one bundle version; immutable so it can be shared freely."""
+
+    version: str
+    bundle_dir: Path
+    schema: BundleSchema
+    session: ort.InferenceSession
+    providers: list[str]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually in use (first of session.get_providers())."""
+        return self.providers[0]
+
+    def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+        """Probabilities float32 [B]; inputs absent from the bundle (F = 0) are not fed."""
+        feeds: dict[str, np.ndarray] = {}
+        if self.schema.categorical:
+            feeds[self.schema.cat_input] = np.ascontiguousarray(cat_ids, dtype=np.int64)
+        if self.schema.numeric:
+            feeds[self.schema.num_input] = np.ascontiguousarray(numerics, dtype=np.float32)
+        (probs,) = self.session.run([self.schema.output], feeds)
+        return np.asarray(probs, dtype=np.float32).reshape(-1)
+
+    def warm_up(self) -> np.ndarray:
+        """One inference on a neutral row so the first real request does not pay for lazy init."""
+        cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)
+        num = np.array([[f.fill for f in self.schema.numeric]], dtype=np.float32)
+        out = self.run(cat.reshape(1, -1), num.reshape(1, -1))
+        if out.shape != (1,) or not np.isfinite(out).all():
+            raise RuntimeError(f"warm-up inference of {self.version} returned {out!r}")
+        return out
+
+
+def resolve_version(registry: Path, override: str | None) -> str:
+    version = override or resolve_current(registry)
+    if version is None:
+        raise FileNotFoundError(f"no model bundle in registry {registry} (and no DLF_MODEL_VERSION set)")
+    if not (registry / version / "model.onnx").exists():
+        raise FileNotFoundError(f"bundle {version!r} has no model.onnx in {registry}")
+    return version
+
+
+def load_model(
+    bundle_dir: str | Path,
+    *,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    available_providers: Sequence[str] | None = None,
+) -> LoadedModel:
+    """Open the bundle's ONNX session, check its inputs against the schema and warm it up."""
+    bundle_dir = Path(bundle_dir)
+    schema = load_schema(bundle_dir)
+    wanted = choose_providers(
+        ort.get_available_providers() if available_providers is None else available_providers
+    )
+    session = ort.InferenceSession(
+        str(bundle_dir / "model.onnx"),
+        sess_options=session_options(intra_op_threads, inter_op_threads),
+        providers=wanted,
+    )
+    inputs = {i.name for i in session.get_inputs()}
+    expected = set()
+    if schema.categorical:
+        expected.add(schema.cat_input)
+    if schema.numeric:
+        expected.add(schema.num_input)
+    if inputs != expected:
+        raise ValueError(f"model.onnx inputs {sorted(inputs)} do not match schema {sorted(expected)}")
+    model = LoadedModel(
+        version=schema.version,
+        bundle_dir=bundle_dir,
+        schema=schema,
+        session=session,
+        providers=list(session.get_providers()),
+    )
+    model.warm_up()
+    log.info("loaded model %s (requested providers %s, in use %s)", model.version, wanted, model.providers)
+    return model
+
+
+class ModelHolder:
+    """Points at the current ``LoadedModel``; ``swap`` is atomic (one attribute assignment)."""
+
+    def __init__(self) -> None:
+        self._current: LoadedModel | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise RuntimeError("no model loaded yet")
+        return model
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Install ``model``; in-flight requests keep the reference they already took."""
+        old, self._current = self._current, model
+        return old

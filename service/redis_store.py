@@ -1,0 +1,223 @@
+"""Feature ids in Redis, shared by all replicas, with an LRU cache in front.
+
+Layout: one hash per bundle version and field, ``<prefix>vocab:<version>:<field>``
+(canonical key -> id), plus ``<prefix>vocab-complete:<version>`` written last by
+``publish_vocab``. A request's cache misses are resolved in ONE round trip: a
+MULTI/EXEC pipeline with an EXISTS on the marker and one HMGET per field.
+When Redis fails the store answers from its cache (misses -> OOV), reports
+``degraded`` and retries after a short backoff, so it recovers on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.bundle import BundleSchema, load_schema, load_vocab
+from service.feature_store import Lookup, LRUCache, StoreStatus
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = -1  # cached "not in the vocab" (only cached once the version's publish marker was seen)
+REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def vocab_key(prefix: str, version: str, field: str) -> str:
+    return f"{prefix}vocab:{version}:{field}"
+
+
+def marker_key(prefix: str, version: str) -> str:
+    return f"{prefix}vocab-complete:{version}"
+
+
+def connect(url: str, timeout_s: float = 0.25) -> aioredis.Redis:
+    """A client that fails fast (short timeouts, no retries): the cache covers the gap instead."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def publish_vocab(
+    client: aioredis.Redis, bundle_dir: str | Path, prefix: str = "dlf:", chunk_size: int = 10_000
+) -> dict[str, int]:
+    """Copy a bundle's vocab into Redis; readers see all of it or (via the marker) none of it.
+
+    Hashes are filled under temporary names with pipelined HSET chunks, then
+    renamed into place together with the marker in one MULTI/EXEC.
+    Returns ``field -> number of values``.
+    """
+    bundle_dir = Path(bundle_dir)
+    schema = load_schema(bundle_dir)
+    token = f"{time.time_ns():x}"
+    counts: dict[str, int] = {}
+    renames: list[tuple[str, str]] = []
+    for f in schema.categorical:
+        vocab = load_vocab(bundle_dir, f)
+        final = vocab_key(prefix, schema.version, f.name)
+        tmp = f"{final}:publishing:{token}"
+        items = list(vocab.items())
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.delete(tmp)
+            for start in range(0, len(items), chunk_size):
+                pipe.hset(tmp, mapping=dict(items[start : start + chunk_size]))
+            await pipe.execute()
+        counts[f.name] = len(items)
+        if items:
+            renames.append((tmp, final))
+    marker = json.dumps({"fields": counts, "published_at": datetime.now(UTC).isoformat()})
+    async with client.pipeline(transaction=True) as pipe:
+        for f in schema.categorical:
+            pipe.delete(vocab_key(prefix, schema.version, f.name))
+        for tmp, final in renames:
+            pipe.rename(tmp, final)
+        pipe.set(marker_key(prefix, schema.version), marker)
+        await pipe.execute()
+    return counts
+
+
+class RedisFeatureStore:
+    """``FeatureStore`` over Redis hashes with an in-process LRU cache keyed by (version, field, key)."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "dlf:",
+        cache_size: int = 100_000,
+        retry_backoff_s: float = 0.5,
+        publish_on_start: bool = False,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.cache = LRUCache(cache_size)
+        self.retry_backoff_s = retry_backoff_s
+        self.publish_on_start = publish_on_start
+        self.metrics = metrics
+        self._published: set[str] = set()
+        self._down_until = 0.0
+        self._down = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> RedisFeatureStore:
+        assert settings.redis_url is not None
+        return cls(
+            connect(settings.redis_url, settings.redis_socket_timeout_s),
+            prefix=settings.redis_prefix,
+            cache_size=settings.feature_cache_size,
+            retry_backoff_s=settings.redis_retry_backoff_s,
+            publish_on_start=settings.redis_publish_on_start,
+            metrics=metrics,
+        )
+
+    async def prepare(self, bundle_dir: Path, schema: BundleSchema) -> None:
+        """Check the version's publish marker; publish it when allowed. Never fails on a Redis outage."""
+        try:
+            if await self.client.exists(marker_key(self.prefix, schema.version)):
+                self._published.add(schema.version)
+            elif self.publish_on_start:
+                counts = await publish_vocab(self.client, bundle_dir, self.prefix)
+                log.info("published vocab of %s to Redis: %s", schema.version, counts)
+                self._published.add(schema.version)
+            else:
+                log.warning(
+                    "vocab of %s is not published in Redis; run `python -m service.cli publish-vocab`",
+                    schema.version,
+                )
+        except REDIS_FAILURES as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self.retry_backoff_s
+        if self.metrics is not None:
+            self.metrics.redis_errors.inc()
+        if not self._down:
+            log.warning(
+                "Redis unavailable (%s: %s); answering from cache, unknown -> OOV", type(exc).__name__, exc
+            )
+        self._down = True
+
+    def _recovered(self) -> None:
+        if self._down:
+            log.info("Redis is back")
+        self._down = False
+        self._down_until = 0.0
+
+    async def lookup(self, version: str, keys: Mapping[str, Collection[str]]) -> Lookup:
+        ids: dict[str, dict[str, int]] = {name: {} for name in keys}
+        missing: dict[str, list[str]] = {}
+        hits = 0
+        for name, wanted in keys.items():
+            for k in wanted:
+                cached = self.cache.get((version, name, k))
+                if cached is None:
+                    missing.setdefault(name, []).append(k)
+                    continue
+                hits += 1
+                if cached != UNKNOWN:
+                    ids[name][k] = cached
+        if self.metrics is not None:
+            self.metrics.cache_hits.inc(hits)
+            self.metrics.cache_misses.inc(sum(len(v) for v in missing.values()))
+        if not missing:
+            return Lookup(ids=ids)
+        if time.monotonic() < self._down_until:
+            return Lookup(ids=ids, degraded=True)
+        fields = list(missing)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.exists(marker_key(self.prefix, version))
+                for name in fields:
+                    pipe.hmget(vocab_key(self.prefix, version, name), missing[name])
+                published, *values = await pipe.execute()
+        except REDIS_FAILURES as exc:
+            self._failed(exc)
+            return Lookup(ids=ids, degraded=True)
+        self._recovered()
+        if not published:
+            # Nothing trustworthy to cache: an absent hash would look like "all unknown".
+            self._published.discard(version)
+            return Lookup(ids=ids, degraded=True)
+        self._published.add(version)
+        for name, found in zip(fields, values, strict=True):
+            for k, v in zip(missing[name], found, strict=True):
+                id_ = int(v) if v is not None else UNKNOWN
+                self.cache.put((version, name, k), id_)
+                if id_ != UNKNOWN:
+                    ids[name][k] = id_
+        return Lookup(ids=ids)
+
+    async def status(self, version: str) -> StoreStatus:
+        """Reachable + published -> ready; unreachable -> still ready (degraded answers), reported."""
+        details: dict[str, Any] = {"prefix": self.prefix, "cache_entries": len(self.cache)}
+        try:
+            published = bool(await self.client.exists(marker_key(self.prefix, version)))
+        except REDIS_FAILURES as exc:
+            details.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
+            return StoreStatus(backend=self.backend, ready=True, details=details)
+        details.update(reachable=True, vocab_published=published)
+        if not published:
+            details["error"] = f"vocab of {version} not published; run `python -m service.cli publish-vocab`"
+        return StoreStatus(backend=self.backend, ready=published, details=details)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,1 @@
+"""HTTP routers: ``predict`` (scoring) and ``health`` (liveness, readiness, info, metrics)."""

@@ -1,0 +1,72 @@
+"""Operational endpoints: /healthz (alive), /readyz (can serve), /info, /metrics."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.schemas import BatchingInfo, FieldInfo, InfoResponse, ReadyResponse
+from service.state import ServiceState, get_state
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (says nothing about the model)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
+    """200 once the model is loaded and warmed up and the feature store has its vocab; 503 otherwise."""
+    if not state.holder.ready or state.store is None:
+        body = ReadyResponse(ready=False, error=state.load_error or "model is still loading")
+        return JSONResponse(body.model_dump(), status_code=503)
+    model = state.holder.current
+    store_status = await state.store.status(model.version)
+    ready = store_status.ready
+    body = ReadyResponse(
+        ready=ready,
+        model_version=model.version,
+        warmed_up=True,  # load_model warms up before the holder gets the model
+        feature_store={"backend": store_status.backend, "ready": store_status.ready, **store_status.details},
+        error=None if ready else store_status.details.get("error", "feature store not ready"),
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get("/info", response_model=InfoResponse)
+async def info(state: ServiceState = Depends(get_state)) -> InfoResponse:
+    """Model version, input fields, execution providers in use and batching settings."""
+    model, store, _ = state.serving()
+    s = state.settings
+    return InfoResponse(
+        model_version=model.version,
+        model_name=model.schema.model_name,
+        fields=[
+            FieldInfo(
+                name=f.name,
+                kind=f.kind,
+                index=f.index,
+                vocab_size=f.vocab_size if f.kind == "categorical" else None,
+                transform=f.transform if f.kind == "numeric" else None,
+            )
+            for f in model.schema.fields
+        ],
+        providers=model.providers,
+        available_providers=list(ort.get_available_providers()),
+        batching=BatchingInfo(
+            enabled=s.batching_enabled, max_batch_rows=s.max_batch_rows, max_wait_ms=s.max_wait_ms
+        ),
+        feature_store=store.backend,
+        max_request_rows=s.max_request_rows,
+        max_body_bytes=s.max_body_bytes,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: ServiceState = Depends(get_state)) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""Service settings, read from the environment (prefix ``DLF_``; ``REDIS_URL`` unprefixed).
+
+One object built once per app instance, so tests can build apps with their own
+settings instead of patching globals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the online service; the table in docs/api.md documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="DLF_", extra="ignore", populate_by_name=True)
+
+    registry: Path = Field(Path("registry"), description="Bundle registry directory (<registry>/<version>/).")
+    model_version: str | None = Field(
+        None, description="Serve this version instead of <registry>/CURRENT (or the newest bundle)."
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis for feature ids; unset = embedded vocab read from the bundle.",
+    )
+    redis_prefix: str = Field(
+        "dlf:", description="Key prefix; vocab hashes are <prefix>vocab:<version>:<field>."
+    )
+    redis_socket_timeout_s: float = Field(0.25, gt=0, description="Redis connect/read timeout (fail fast).")
+    redis_retry_backoff_s: float = Field(
+        0.5, ge=0, description="After a Redis error, answer from cache for this long before retrying."
+    )
+    redis_publish_on_start: bool = Field(
+        False, description="Publish the served bundle's vocab to Redis at startup when it is missing."
+    )
+    feature_cache_size: int = Field(100_000, ge=0, description="In-process LRU entries for Redis lookups.")
+    max_request_rows: int = Field(1000, ge=1, description="Rows per /predict request (more -> 422).")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1, description="Request body limit (more -> 413).")
+    batching_enabled: bool = Field(True, description="Coalesce concurrent requests into one ONNX call.")
+    max_batch_rows: int = Field(512, ge=1, description="Rows per coalesced batch.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the first request of a batch waits for company."
+    )
+    ort_intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads (0 = ORT default).")
+    ort_inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads (0 = ORT default).")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for admin endpoints (unset = disabled)."
+    )
+    request_log_path: Path | None = Field(
+        None, description="Append served requests as JSON lines here (unset = off)."
+    )

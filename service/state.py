@@ -1,0 +1,39 @@
+"""Per-app runtime state (one instance per FastAPI app) and its FastAPI dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from fastapi import HTTPException, Request
+
+from service.batcher import MicroBatcher
+from service.feature_store import FeatureStore
+from service.metrics import ServiceMetrics
+from service.model_holder import LoadedModel, ModelHolder
+from service.request_log import RequestLogger
+from service.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    """Everything the routers use; built by ``create_app`` and filled in by the lifespan."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    holder: ModelHolder = field(default_factory=ModelHolder)
+    store: FeatureStore | None = None
+    batcher: MicroBatcher | None = None
+    request_log: RequestLogger | None = None
+    load_error: str | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
+        """The current model and the parts needed to answer, or 503 while loading."""
+        if not self.holder.ready or self.store is None or self.batcher is None:
+            raise HTTPException(status_code=503, detail=self.load_error or "model is still loading")
+        return self.holder.current, self.store, self.batcher
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.dlf

@@ -1,0 +1,68 @@
+"""Every request/response example in docs/api.md runs against the app and still holds."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+from service.testing import TinyBundle
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+BLOCK = re.compile(r"```http\n(.*?)```", re.S)
+
+
+def examples() -> list[tuple[str, str, dict | None, int, dict]]:
+    """(method, path, request body, expected status, expected body) for each request/response pair."""
+    blocks = BLOCK.findall(DOC.read_text())
+    assert len(blocks) % 2 == 0, "docs/api.md: every ```http request block needs a response block"
+    pairs = []
+    for request, response in zip(blocks[::2], blocks[1::2], strict=True):
+        head, _, body = request.partition("\n\n")
+        method, path = head.splitlines()[0].split()[:2]
+        status_line, _, expected = response.partition("\n\n")
+        pairs.append(
+            (
+                method,
+                path,
+                json.loads(body) if body.strip() else None,
+                int(status_line.split()[1]),
+                json.loads(expected),
+            )
+        )
+    return pairs
+
+
+def test_docs_have_examples() -> None:
+    found = examples()
+    assert len(found) >= 4
+    assert {tuple(sorted(body)) for _, _, body, status, _ in found if status == 200} == {
+        ("records",),
+        ("candidates", "context"),
+    }
+
+
+@pytest.mark.parametrize("example", examples(), ids=lambda e: f"{e[0]} {e[1]} -> {e[3]}")
+async def test_example_runs(make_client, bundle_a: TinyBundle, example) -> None:
+    method, path, body, status, expected = example
+    client = await make_client()
+    r = await client.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    got = r.json()
+    assert set(got) == set(expected)
+    if status == 200:
+        assert got["model_version"] == expected["model_version"]
+        assert got["oov_fields"] == expected["oov_fields"] and got["degraded"] == expected["degraded"]
+        assert got["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    else:
+        assert got == expected
+
+
+def test_settings_table_lists_every_setting() -> None:
+    text = DOC.read_text()
+    for name, field in Settings.model_fields.items():
+        env = "REDIS_URL" if name == "redis_url" else f"DLF_{name.upper()}"
+        assert f"| `{env}` |" in text, f"docs/api.md settings table misses {env} ({field.description})"

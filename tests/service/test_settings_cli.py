@@ -1,0 +1,38 @@
+"""Settings come from the environment; the CLI fails clearly on a bad registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.settings import Settings
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLF_REGISTRY", "/tmp/reg")
+    monkeypatch.setenv("REDIS_URL", "redis://h:1/2")
+    monkeypatch.setenv("DLF_MAX_WAIT_MS", "7.5")
+    monkeypatch.setenv("DLF_BATCHING_ENABLED", "false")
+    monkeypatch.setenv("DLF_ADMIN_TOKEN", "s3cret")
+    s = Settings()
+    assert s.registry == Path("/tmp/reg") and s.redis_url == "redis://h:1/2"
+    assert s.max_wait_ms == 7.5 and s.batching_enabled is False and s.max_request_rows == 1000
+    assert s.admin_token is not None and s.admin_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLF_MAX_BATCH_ROWS", "0")
+    with pytest.raises(ValueError, match="max_batch_rows"):
+        Settings()
+
+
+def test_publish_vocab_cli_names_the_problem(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["publish-vocab", "--registry", str(tmp_path), "--redis-url", "redis://127.0.0.1:6379/0"]
+    )
+    assert result.exit_code != 0
+    assert "no bundle found" in result.output
