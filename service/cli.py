@@ -1,4 +1,4 @@
-"""Command line of the service: ``serve`` and ``publish-vocab``.
+"""Command line of the service: ``serve``, ``publish-vocab`` and ``example``.
 
 python -m service.cli serve --host 0.0.0.0 --port 8000
 python -m service.cli publish-vocab --registry registry --redis-url redis://localhost:6379/0
@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from service.bundle import resolve_current
+from service.bundle import load_schema, load_vocab, resolve_current
 from service.redis_store import connect, publish_vocab
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-probability service.")
@@ -61,6 +61,33 @@ def publish_vocab_cmd(
 
     counts = asyncio.run(_run())
     typer.echo(json.dumps({"version": chosen, "prefix": prefix, "fields": counts}))
+
+
+def example_body(bundle_dir: Path) -> dict:
+    """A two-record request built from the bundle's own vocabulary (first known value per field)."""
+    schema = load_schema(bundle_dir)
+    record: dict = {}
+    for f in schema.fields:
+        if f.kind == "categorical":
+            record[f.name] = next(iter(load_vocab(bundle_dir, f)), "unknown")
+        else:
+            record[f.name] = 1.0
+    other = {**record, schema.categorical[0].name: "a-value-never-seen"} if schema.categorical else record
+    return {"records": [record, other]}
+
+
+@app.command()
+def example(
+    registry: Annotated[Path, typer.Option(help="Bundle registry directory.")] = Path("registry"),
+    url: Annotated[str, typer.Option(help="Base URL of the running service.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Print a ready-to-paste curl request for the bundle being served."""
+    chosen = resolve_current(registry)
+    if chosen is None:
+        raise typer.BadParameter(f"no bundle found in {registry}", param_hint="--registry")
+    body = json.dumps(example_body(registry / chosen))
+    typer.echo(f"model {chosen}; once the server is up, try:\n")
+    typer.echo(f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' -d '{body}'\n")
 
 
 if __name__ == "__main__":
