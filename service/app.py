@@ -24,8 +24,9 @@ from service.feature_store import build_feature_store
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import load_model, resolve_version
+from service.reloader import Reloader
 from service.request_log import RequestLogger
-from service.routers import health, predict
+from service.routers import admin, health, predict
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -45,6 +46,8 @@ async def _load(state: ServiceState) -> None:
         )
         assert state.store is not None
         await state.store.prepare(model.bundle_dir, model.schema)
+        if state.holder.ready:  # a reload trigger was faster than the initial load: keep its model
+            return
         state.holder.swap(model)
         state.metrics.set_model(model.version, model.provider)
         log.info("serving %s with ONNX Runtime providers %s", model.version, model.providers)
@@ -70,11 +73,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if s.request_log_path is not None:
         state.request_log = RequestLogger(s.request_log_path)
     load_task = asyncio.create_task(_load(state), name="dlf-model-load")
+    state.reloader = Reloader(state)
+    await state.reloader.start()
     try:
         yield
     finally:
         load_task.cancel()
         await asyncio.gather(load_task, return_exceptions=True)
+        await state.reloader.stop()
         await state.batcher.stop()
         await state.store.close()
         if state.request_log is not None:
@@ -112,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dlf = ServiceState(settings=settings, metrics=metrics)
     app.include_router(predict.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(EncodingError)
     async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
@@ -121,7 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
-    known = {getattr(r, "path", "") for router in (predict.router, health.router) for r in router.routes}
+    known = {
+        getattr(r, "path", "")
+        for router in (predict.router, health.router, admin.router)
+        for r in router.routes
+    }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # outermost: sees 413s
     return app

@@ -6,9 +6,13 @@ can live in one process without "duplicated timeseries" errors.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DIFF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+PROB_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -56,9 +60,37 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "dlf_model_info", "Model being served (value 1).", ["version", "provider"], registry=r
         )
-        self.reloads = Counter("dlf_reloads", "Model reload attempts by result.", ["result"], registry=r)
+        self.reloads = Counter(
+            "dlf_reloads", "Model reload attempts by result (ok, unchanged, refused).", ["result"], registry=r
+        )
+        self.shadow_comparisons = Counter(
+            "dlf_shadow_comparisons",
+            "Rows scored by the shadow model next to the live one.",
+            ["version"],
+            registry=r,
+        )
+        self.shadow_abs_diff = Histogram(
+            "dlf_shadow_abs_diff",
+            "|live - shadow| probability per compared row.",
+            ["version"],
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_probability = Histogram(
+            "dlf_shadow_probability",
+            "Shadow model probabilities of compared rows.",
+            ["version"],
+            buckets=PROB_BUCKETS,
+            registry=r,
+        )
 
     def set_model(self, version: str, provider: str) -> None:
         """Exactly one dlf_model_info series: the model in use now."""
         self.model_info.clear()
         self.model_info.labels(version=version, provider=provider).set(1)
+
+    def forget_shadow(self, version: str) -> None:
+        """Drop a stopped shadow version's series so dashboards show only running comparisons."""
+        for metric in (self.shadow_comparisons, self.shadow_abs_diff, self.shadow_probability):
+            with contextlib.suppress(KeyError):
+                metric.remove(version)

@@ -8,7 +8,9 @@ bundle is one reference assignment and never mixes two versions in one answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +68,10 @@ class LoadedModel:
         cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)
         num = np.array([[f.fill for f in self.schema.numeric]], dtype=np.float32)
         out = self.run(cat.reshape(1, -1), num.reshape(1, -1))
-        if out.shape != (1,) or not np.isfinite(out).all():
-            raise RuntimeError(f"warm-up inference of {self.version} returned {out!r}")
+        if out.shape != (1,) or not np.isfinite(out).all() or not ((out >= 0) & (out <= 1)).all():
+            raise RuntimeError(
+                f"warm-up inference of {self.version} returned {out!r} (want one finite p in [0, 1])"
+            )
         return out
 
 
@@ -119,10 +123,30 @@ def load_model(
 
 
 class ModelHolder:
-    """Points at the current ``LoadedModel``; ``swap`` is atomic (one attribute assignment)."""
+    """Points at the current ``LoadedModel``; ``swap`` is atomic (one attribute assignment).
+
+    ``lease`` counts requests in flight per version (all on the event loop thread,
+    so a plain counter suffices); a hot reload waits until the old version's
+    count drops to zero before it releases that version's vocabulary.
+    """
 
     def __init__(self) -> None:
         self._current: LoadedModel | None = None
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def lease(self, model: LoadedModel) -> Iterator[LoadedModel]:
+        """Mark ``model`` as used by one request until the block ends."""
+        self._in_flight[model.version] += 1
+        try:
+            yield model
+        finally:
+            self._in_flight[model.version] -= 1
+            if self._in_flight[model.version] <= 0:
+                del self._in_flight[model.version]
+
+    def in_flight(self, version: str) -> int:
+        return self._in_flight.get(version, 0)
 
     @property
     def ready(self) -> bool:

@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints (unset = disabled)."
     )
+    reload_poll_seconds: float = Field(
+        0.0, ge=0, description="Poll <registry>/CURRENT this often and reload when it moves (0 = off)."
+    )
+    reload_pubsub: bool = Field(
+        True, description="With REDIS_URL: subscribe to the reload channel and reload on a notice."
+    )
+    reload_channel: str | None = Field(
+        None, description="Redis pub/sub channel of reload notices (default <prefix>reload)."
+    )
+    reload_drain_timeout_s: float = Field(
+        30.0, gt=0, description="After a swap, wait this long at most for the old version's requests."
+    )
+    shadow_max_pending: int = Field(
+        8, ge=1, description="Shadow comparisons queued at most; beyond that, sampled rows are skipped."
+    )
     request_log_path: Path | None = Field(
         None, description="Append served requests as JSON lines here (unset = off)."
     )
+
+    @property
+    def reload_channel_name(self) -> str:
+        """The pub/sub channel the service listens on and ``retrain`` publishes to."""
+        return self.reload_channel or f"{self.redis_prefix}reload"

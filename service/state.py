@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 
@@ -13,6 +16,10 @@ from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, ModelHolder
 from service.request_log import RequestLogger
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.reloader import Reloader
+    from service.shadow import ShadowScorer
 
 
 @dataclass
@@ -27,12 +34,21 @@ class ServiceState:
     request_log: RequestLogger | None = None
     load_error: str | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    reloader: Reloader | None = None
+    shadow: ShadowScorer | None = None
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
         """The current model and the parts needed to answer, or 503 while loading."""
         if not self.holder.ready or self.store is None or self.batcher is None:
             raise HTTPException(status_code=503, detail=self.load_error or "model is still loading")
         return self.holder.current, self.store, self.batcher
+
+    @contextmanager
+    def lease(self) -> Iterator[tuple[LoadedModel, FeatureStore, MicroBatcher]]:
+        """``serving()`` for one request; the model is counted in flight until the block ends."""
+        model, store, batcher = self.serving()
+        with self.holder.lease(model):
+            yield model, store, batcher
 
 
 def get_state(request: Request) -> ServiceState:

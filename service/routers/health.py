@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnxruntime as ort
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
 
 from service.schemas import BatchingInfo, FieldInfo, InfoResponse, ReadyResponse
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["operations"])
+
+
+class ServiceInfoResponse(InfoResponse):
+    """/info with the model lifecycle: previous version, last reload, shadow comparison."""
+
+    lifecycle: dict[str, Any] = Field(default_factory=dict, description="reload history and triggers")
+    shadow: dict[str, Any] | None = Field(
+        None,
+        description="shadow model: rows compared, mean |diff|, mean live vs shadow p, decision agreement",
+    )
 
 
 @router.get("/healthz")
@@ -38,12 +51,12 @@ async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/info", response_model=InfoResponse)
-async def info(state: ServiceState = Depends(get_state)) -> InfoResponse:
+@router.get("/info", response_model=ServiceInfoResponse)
+async def info(state: ServiceState = Depends(get_state)) -> ServiceInfoResponse:
     """Model version, input fields, execution providers in use and batching settings."""
     model, store, _ = state.serving()
     s = state.settings
-    return InfoResponse(
+    return ServiceInfoResponse(
         model_version=model.version,
         model_name=model.schema.model_name,
         fields=[
@@ -64,6 +77,8 @@ async def info(state: ServiceState = Depends(get_state)) -> InfoResponse:
         feature_store=store.backend,
         max_request_rows=s.max_request_rows,
         max_body_bytes=s.max_body_bytes,
+        lifecycle=state.reloader.info() if state.reloader is not None else {},
+        shadow=state.shadow.summary() if state.shadow is not None else None,
     )
 
 

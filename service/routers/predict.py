@@ -27,14 +27,14 @@ async def predict(
     body: PredictRequest, response: Response, state: ServiceState = Depends(get_state)
 ) -> PredictResponse:
     """Click probabilities for each row, in request order. Unknown categorical values are OOV, not errors."""
-    model, store, batcher = state.serving()  # one model reference for the whole request
-    rows = body.rows()
-    parsed = parse_records(
-        rows, model.schema, max_rows=state.settings.max_request_rows, row_label=body.row_label
-    )
-    lookup = await store.lookup(model.version, parsed.unique_keys())
-    cat_ids, oov = assign_ids(parsed, lookup.ids)
-    probs = await batcher.submit(model, cat_ids, parsed.numerics)
+    with state.lease() as (model, store, batcher):  # one model reference for the whole request
+        rows = body.rows()
+        parsed = parse_records(
+            rows, model.schema, max_rows=state.settings.max_request_rows, row_label=body.row_label
+        )
+        lookup = await store.lookup(model.version, parsed.unique_keys())
+        cat_ids, oov = assign_ids(parsed, lookup.ids)
+        probs = await batcher.submit(model, cat_ids, parsed.numerics)
 
     metrics = state.metrics
     metrics.request_rows.observe(parsed.n_rows)
@@ -53,6 +53,8 @@ async def predict(
                 "probabilities": probabilities,
             }
         )
+    if state.shadow is not None:  # detached task: never delays or fails this response
+        state.shadow.submit(store, rows, probabilities)
     response.headers["X-Request-ID"] = request_id
     return PredictResponse(
         request_id=request_id,
