@@ -1,0 +1,203 @@
+"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train CTR models and write ONNX bundles.")
+
+
+class Fmt(StrEnum):
+    frappe = "frappe"
+    criteo = "criteo"
+    avazu = "avazu"
+    csv = "csv"
+    parquet = "parquet"
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s")
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="training file (or the whole file when splitting)")],
+    fmt: Annotated[Fmt, typer.Option("--format", help="input format")] = Fmt.csv,
+    schema: Annotated[Path | None, typer.Option(help="YAML/JSON schema file (csv/parquet)")] = None,
+    valid_path: Annotated[Path | None, typer.Option(help="separate validation file")] = None,
+    test_path: Annotated[Path | None, typer.Option(help="separate test file")] = None,
+    split: Annotated[float, typer.Option(help="valid fraction when no --valid-path")] = 0.1,
+    test_split: Annotated[float, typer.Option(help="test fraction when no --valid-path")] = 0.0,
+    split_seed: Annotated[int, typer.Option(help="default_rng seed of the split permutation")] = 2024,
+    min_count: Annotated[int | None, typer.Option(help="vocabulary min count (default: schema / 1)")] = None,
+    model: Annotated[str | None, typer.Option(help="dlf|lr|fm|deepfm|dcnv2|wukong")] = None,
+    preset: Annotated[str | None, typer.Option(help="model preset: small|paper")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    patience: Annotated[int | None, typer.Option()] = None,
+    embedding_l2: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    dropout: Annotated[float | None, typer.Option()] = None,
+    monitor: Annotated[str | None, typer.Option(help="auc|logloss: best-checkpoint criterion")] = None,
+    eval_every: Annotated[float | None, typer.Option(help="validate every this fraction of an epoch")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="model setting key=value (repeatable)")
+    ] = None,
+    registry: Annotated[Path, typer.Option(help="bundle registry directory")] = Path("registry"),
+    set_current: Annotated[
+        bool, typer.Option("--set-current", help="point <registry>/CURRENT at the new bundle")
+    ] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="memmap encoded data here (inputs larger than memory)")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="also save a torch checkpoint (for `export`)")
+    ] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="train on CPU even when a GPU is present")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Train a model and write a bundle; prints the bundle path and metrics as JSON."""
+    from training.config import default_config
+    from training.pipeline import train_bundle_outcome
+
+    _setup_logging()
+    overrides = {
+        "model": model,
+        "preset": preset,
+        "lr": lr,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "patience": patience,
+        "embedding_l2": embedding_l2,
+        "weight_decay": weight_decay,
+        "dropout": dropout,
+        "monitor": monitor,
+        "eval_every": eval_every,
+        "seed": seed,
+    }
+    if set_:
+        overrides["model_overrides"] = _parse_sets(set_)
+    try:
+        cfg = default_config(fmt.value, **overrides)
+        out = train_bundle_outcome(
+            data,
+            fmt=fmt.value,
+            schema=schema,
+            valid_path=valid_path,
+            test_path=test_path,
+            valid_fraction=split,
+            test_fraction=test_split,
+            split_seed=split_seed,
+            min_count=min_count,
+            config=cfg,
+            registry=registry,
+            set_current=set_current,
+            work_dir=work_dir,
+            checkpoint=checkpoint,
+            force_cpu=cpu,
+            progress=progress,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    if out.bundle_dir is not None:
+        m = out.metrics
+        summary = {
+            "bundle": str(out.bundle_dir),
+            "valid": m["valid"],
+            "test": m["test"],
+            "epochs": m["epochs"],
+        }
+        typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory <registry>/<version>")],
+    data: Annotated[Path, typer.Argument(help="labelled data file")],
+    fmt: Annotated[Fmt, typer.Option("--format")] = Fmt.csv,
+    schema: Annotated[
+        Path | None, typer.Option(help="schema file (csv/parquet; default: from the bundle)")
+    ] = None,
+) -> None:
+    """AUC / logloss of a bundle's ONNX model (onnxruntime) on a labelled file."""
+    from training.evaluate import evaluate_bundle
+
+    try:
+        result = evaluate_bundle(bundle, data, fmt=fmt.value, schema_path=schema)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint written by `train --checkpoint`")],
+    registry: Annotated[Path, typer.Option()] = Path("registry"),
+    set_current: Annotated[bool, typer.Option("--set-current")] = False,
+) -> None:
+    """Re-export a saved checkpoint as a new bundle version (ONNX + parity check)."""
+    from training.pipeline import export_checkpoint
+
+    _setup_logging()
+    typer.echo(str(export_checkpoint(checkpoint, registry, set_current=set_current)))
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Argument(help="where to write synthetic.<fmt> + schema.yaml")],
+    rows: Annotated[int, typer.Option()] = 20_000,
+    seed: Annotated[int, typer.Option()] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv|parquet")] = "csv",
+) -> None:
+    """Write deterministic synthetic CTR data and its schema file."""
+    from training.synthetic import generate as gen
+
+    files = gen(out_dir, rows=rows, seed=seed, fmt=fmt)  # type: ignore[arg-type]
+    typer.echo(json.dumps({"data": str(files.data), "schema": str(files.schema), "rows": files.rows}))
+
+
+@app.command("bench-quality")
+def bench_quality(
+    data: Annotated[Path, typer.Option(help="Frappe dev slice")] = Path(
+        "../shared/data/frappe/frappe.dev.libfm"
+    ),
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path("docs/quality.md"),
+    only: Annotated[list[str] | None, typer.Option(help="run only these rows (repeatable)")] = None,
+    skip_paper: Annotated[bool, typer.Option("--skip-paper", help="leave out the paper preset")] = False,
+    results: Annotated[Path, typer.Option(help="JSON lines of finished rows (resumable)")] = Path(
+        "runs/bench-quality.jsonl"
+    ),
+    no_run: Annotated[
+        bool, typer.Option("--no-run", help="only render rows that already have results")
+    ] = False,
+) -> None:
+    """Frappe comparison (README protocol): DLF presets, ablations, baselines -> docs/quality.md."""
+    from training.bench_quality import run_bench
+
+    _setup_logging()
+    run_bench(data, out, only=only, skip_paper=skip_paper, results_path=results, train_missing=not no_run)
+
+
+if __name__ == "__main__":
+    app()
