@@ -41,10 +41,7 @@ ensure_redis() {
 serve() {
   if ! "$PY" -c "import sys; from service.bundle import resolve_current; sys.exit(resolve_current('$DLF_REGISTRY') is None)"; then
     echo "no model bundle in $DLF_REGISTRY: generating data and training a small DLF"
-    "$PY" -m training.cli generate data/synthetic --rows 20000
-    "$PY" -m training.cli train data/synthetic/synthetic.csv --format csv \
-      --schema data/synthetic/schema.yaml --model dlf --preset small --test-split 0.1 --epochs 5 --no-progress \
-      --registry "$DLF_REGISTRY" --set-current
+    "$PY" -m training.cli demo --registry "$DLF_REGISTRY" --rows 20000 --epochs 5
   fi
   "$PY" -m service.cli example --registry "$DLF_REGISTRY" --url "http://$HOST:$PORT"
   exec "$PY" -m service.cli serve --host "$HOST" --port "$PORT"

@@ -59,16 +59,28 @@ class BenchRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
-        blob = json.dumps({"name": self.name, "config": self.config.to_dict()}, sort_keys=True, default=str)
+        blob = json.dumps(
+            {"name": self.name, "config": _keyed(self.config.to_dict())}, sort_keys=True, default=str
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def config_key(self) -> str:
         return config_key(self.config.to_dict())
 
 
+# TrainConfig fields added after results were recorded, at the values those runs implicitly had:
+# left out of the keys so the recorded runs still match their configs.
+_LATER_DEFAULTS: dict[str, Any] = {"ensemble": 1, "calibrate": False}
+
+
+def _keyed(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+
+
 def config_key(config: dict[str, Any]) -> str:
     """Rows with identical training configs share one run (e.g. tuned default == ablation base)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    blob = json.dumps(_keyed(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _cfg(**kw: Any) -> TrainConfig:
@@ -144,6 +156,9 @@ def run_row(data: PreparedData, row: BenchRow) -> dict[str, Any]:
         "preset": row.config.preset,
         "valid_auc": m["valid"]["auc"],
         "valid_logloss": m["valid"]["logloss"],
+        "valid_logloss_uncalibrated": m["valid_uncalibrated"]["logloss"],
+        "temperature": m["temperature"],
+        "ensemble": row.config.ensemble,
         "best_epoch": m["best_epoch"],
         "epochs": m["epochs"],
         "seconds_per_epoch": m["seconds_per_epoch"],
@@ -214,6 +229,19 @@ def _tuning_rows(pattern: str = "runs/tune-frappe*.jsonl") -> list[dict[str, Any
     return rows
 
 
+def _note(r: dict[str, Any]) -> str:
+    """The row's note plus how its probabilities were produced (ensemble size, temperature)."""
+    parts = [r.get("note", "")] if r.get("note") else []
+    if r.get("ensemble", 1) > 1:
+        parts.append(f"logit average of {r['ensemble']} seeds")
+    if r.get("temperature") is not None:
+        parts.append(
+            f"temperature {r['temperature']:.3f} fitted on valid (logloss before: "
+            f"{r['valid_logloss_uncalibrated']:.4f})"
+        )
+    return "; ".join(parts)
+
+
 def render(results: list[dict[str, Any]], command: str, wall: float, data: PreparedData) -> str:
     """docs/quality.md text."""
     best_ref_auc = max(r[1] for r in REFERENCES)
@@ -266,7 +294,7 @@ def render(results: list[dict[str, Any]], command: str, wall: float, data: Prepa
             f"| {r['name']} | {r['group']} | {r['valid_auc']:.4f} | {r['valid_logloss']:.4f} | "
             f"{wins} | {r['best_epoch']:g} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | "
             f"{r['samples_per_second']:,.0f} | {r['params']:,} | {r['macs_per_sample'] / 1e6:.2f} M | "
-            f"{r.get('note', '')} |"
+            f"{_note(r)} |"
         )
     lines += [
         "",

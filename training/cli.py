@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality``."""
+"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality|retrain|demo``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+
+from training.retrain_cli import register as register_lifecycle_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train CTR models and write ONNX bundles.")
 
@@ -198,6 +200,8 @@ def bench_quality(
     _setup_logging()
     run_bench(data, out, only=only, skip_paper=skip_paper, results_path=results, train_missing=not no_run)
 
+
+register_lifecycle_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -35,6 +35,8 @@ class TrainConfig:
     eval_batch_size: int = 8192
     grad_clip: float | None = None
     amp: bool | None = None  # None = automatic (on with CUDA)
+    ensemble: int = 1  # train this many members (seeds seed, seed+1, ...) and average their logits
+    calibrate: bool = False  # fit one temperature on the valid logits after training (AUC unchanged)
 
     def __post_init__(self) -> None:
         checks = {
@@ -48,6 +50,7 @@ class TrainConfig:
             "monitor": self.monitor in ("auc", "logloss"),
             "eval_batch_size": self.eval_batch_size >= 1,
             "plateau_factor": 0 < self.plateau_factor <= 1,
+            "ensemble": self.ensemble >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -85,11 +88,13 @@ FRAPPE_DEFAULTS: dict[str, Any] = {
     "model_overrides": {"embedding_dim": 32},
     "lr": 1e-3,
     "batch_size": 1024,
-    "embedding_l2": 0.1,
+    "embedding_l2": 0.05,
     "dropout": 0.3,
     "epochs": 20,
     "patience": 2,
     "eval_every": 0.5,
+    "calibrate": True,
+    "ensemble": 4,
 }
 
 

@@ -6,6 +6,7 @@ model can be re-exported into a fresh bundle without retraining.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,15 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy.special import expit
 from torch import nn
 
 from model import ModelConfig, build_model, describe
+from model.ensemble import LogitAverage, TemperatureScaled
 from service.bundle import FieldSchema
 from training.bundle_writer import git_commit, write_bundle
+from training.calibration import fit_temperature, predict_logits
 from training.config import TrainConfig, default_config
 from training.dataset import PreparedData, prepare_data
 from training.device import dist_info_from_env, init_distributed, seed_everything, select_device
 from training.export import export_onnx
+from training.metrics import auc_logloss
 from training.spec import resolve_spec
 from training.trainer import FitResult, evaluate, fit
 from training.vocab import FeatureSpace
@@ -50,29 +55,91 @@ def build_net(cfg: TrainConfig, space: FeatureSpace) -> nn.Module:
     )
 
 
+def member_configs(cfg: TrainConfig) -> list[TrainConfig]:
+    """One config per ensemble member: seeds seed, seed+1, ... (a single net keeps ``cfg`` as is)."""
+    if cfg.ensemble == 1:
+        return [cfg]
+    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(cfg.ensemble)]
+
+
+def wrap_members(members: list[nn.Module], temperature: float | None) -> nn.Module:
+    """The exported structure: a single net or LogitAverage, then TemperatureScaled when calibrated."""
+    net: nn.Module = members[0] if len(members) == 1 else LogitAverage(members)
+    return (TemperatureScaled(net, temperature) if temperature is not None else net).eval()
+
+
+def _combine(fits: list[FitResult], net: nn.Module, best: dict[str, float], n_train: int) -> FitResult:
+    """One FitResult for the ensemble: histories tagged with their member, costs summed."""
+    if len(fits) == 1:
+        return dataclasses.replace(fits[0], net=net, best=best)
+    seconds = sum(f.seconds_per_epoch * f.epochs_run for f in fits)
+    epochs = sum(f.epochs_run for f in fits)
+    return FitResult(
+        net=net,
+        history=[{**h, "member": i} for i, f in enumerate(fits) for h in f.history],
+        best=best,
+        epochs_run=epochs,
+        seconds_per_epoch=seconds / max(epochs, 1e-9),
+        samples_per_second=epochs * n_train / max(seconds, 1e-9),
+        device=fits[0].device,
+        stopped_early=all(f.stopped_early for f in fits),
+        extra={**fits[0].extra, "members": len(fits)},
+    )
+
+
 def train_on(
     data: PreparedData, cfg: TrainConfig, *, force_cpu: bool = False, progress: bool = False
 ) -> tuple[FitResult, dict[str, Any]]:
-    """Train on prepared splits; returns the fit and a metrics dict (valid/test AUC + logloss, speed, cost)."""
+    """Train on prepared splits; returns the fit and a metrics dict (valid/test AUC + logloss, speed, cost).
+
+    With ``cfg.ensemble`` K > 1, K members are trained one after another and their logits averaged;
+    with ``cfg.calibrate`` a temperature is fitted on the valid logits of the final (averaged) model.
+    ``metrics["valid"]`` is what the exported model scores; ``valid_uncalibrated`` is before T.
+    """
     dist = dist_info_from_env()
     choice = select_device(
         force_cpu=force_cpu, amp=cfg.amp, local_rank=dist.local_rank if dist.enabled else None
     )
     init_distributed(dist, choice)
-    net = build_net(cfg, data.space)
-    desc = describe(net, len(data.space.categorical), len(data.space.numeric))
     t0 = time.perf_counter()
-    result = fit(net, data.train, data.valid, cfg, choice, dist, progress=progress)
+    fits = []
+    for i, mcfg in enumerate(member_configs(cfg)):
+        if cfg.ensemble > 1:
+            log.info("ensemble member %d/%d (seed %d)", i + 1, cfg.ensemble, mcfg.seed)
+        fits.append(
+            fit(build_net(mcfg, data.space), data.train, data.valid, mcfg, choice, dist, progress=progress)
+        )
     wall = time.perf_counter() - t0
     cpu = select_device(cuda_available=False)
-    valid = {k: result.best[k] for k in ("auc", "logloss")} | {"rows": len(data.valid)}
+    raw = wrap_members([f.net for f in fits], None)
+    y = data.valid.labels()
+    logits = predict_logits(raw, data.valid, cpu, cfg.eval_batch_size)
+    raw_valid = auc_logloss(y, expit(logits))
+    temperature = fit_temperature(logits, y) if cfg.calibrate else None
+    net = wrap_members([f.net for f in fits], temperature)
+    valid_probs = expit(logits / temperature) if temperature is not None else expit(logits)
+    valid = auc_logloss(y, valid_probs)
+    best_epoch = sum(f.best["epoch"] for f in fits) / len(fits)
+    result = _combine(fits, net, {"epoch": best_epoch, **valid}, len(data.train))
+    desc = describe(net, len(data.space.categorical), len(data.space.numeric))
     test = evaluate(result.net, data.test, cpu, cfg.eval_batch_size) if data.test is not None else None
     metrics = {
         "model": cfg.model,
         "preset": cfg.preset,
         "valid": valid,
+        "valid_uncalibrated": raw_valid,
+        "temperature": temperature,
+        "members": [
+            {
+                "seed": m.seed,
+                "best_epoch": f.best["epoch"],
+                "auc": f.best["auc"],
+                "logloss": f.best["logloss"],
+            }
+            for m, f in zip(member_configs(cfg), fits, strict=True)
+        ],
         "test": test,
-        "best_epoch": result.best["epoch"],
+        "best_epoch": best_epoch,
         "epochs": result.epochs_run,
         "stopped_early": result.stopped_early,
         "seconds_per_epoch": result.seconds_per_epoch,
@@ -193,9 +260,18 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, FeatureSp
     space = FeatureSpace(
         fields=[FieldSchema(**f) for f in payload["fields"]], vocabs=payload["vocabs"], label=payload["label"]
     )
-    net = build_model(
-        cfg.model, cat_cardinalities=space.cardinalities, num_numeric=len(space.numeric), config=model_cfg
-    )
+    # the structure comes from the saved weights (retrain saves single nets under an ensemble config)
+    state = payload["state_dict"]
+    prefix = "net." if "temperature" in state else ""
+    ids = {k[len(prefix) :].split(".")[1] for k in state if k.startswith(f"{prefix}members.")}
+    members = [
+        build_model(
+            cfg.model, cat_cardinalities=space.cardinalities, num_numeric=len(space.numeric), config=model_cfg
+        )
+        for _ in range(max(len(ids), 1))
+    ]
+    temperature = state.get("temperature")
+    net = wrap_members(members, float(temperature) if temperature is not None else None)
     net.load_state_dict(payload["state_dict"])
     return net.eval(), cfg, space, payload["metrics"]
 

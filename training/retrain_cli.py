@@ -81,13 +81,50 @@ def retrain_cmd(
         raise typer.Exit(EXIT_REFUSED)
 
 
+def demo_cmd(
+    registry: Annotated[Path, typer.Option(help="bundle registry to bootstrap")],
+    rows: Annotated[int, typer.Option(min=100, help="synthetic rows to generate")] = 20_000,
+    seed: Annotated[int, typer.Option(help="synthetic data seed")] = 0,
+    model: Annotated[str, typer.Option(help="dlf|lr|fm|deepfm|dcnv2|wukong")] = "dlf",
+    preset: Annotated[str, typer.Option(help="small|paper")] = "small",
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 1024,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="publish vocab + reload notice here")
+    ] = None,
+    prefix: Annotated[str, typer.Option(envvar="DLF_REDIS_PREFIX", help="Redis key prefix")] = "dlf:",
+    cpu: Annotated[bool, typer.Option("--cpu", help="train on CPU even when a GPU is present")] = False,
+) -> None:
+    """Bootstrap an empty registry: generate synthetic data and run the retrain job on it.
+
+    The first model is promoted through the same gate, vocab publication and reload notice as
+    every later one, so a fresh stack (compose `bootstrap`, `bash run.sh`) starts the way it runs.
+    """
+    import tempfile
+
+    from training.config import default_config
+    from training.retrain import retrain
+    from training.synthetic import generate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = default_config("csv", model=model, preset=preset, epochs=epochs, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="dlf-demo-") as tmp:
+        files = generate(tmp, rows=rows, seed=seed)
+        out = retrain(
+            files.data,
+            registry=registry,
+            schema=files.schema,
+            redis_url=redis_url,
+            prefix=prefix,
+            config=cfg,
+            force_cpu=cpu,
+        )
+    typer.echo(json.dumps({"bundle": str(out.candidate), **out.record}, indent=2, default=str))
+    if not out.promoted:
+        raise typer.Exit(EXIT_REFUSED)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``retrain`` command to the training CLI."""
+    """Add the ``retrain`` and ``demo`` commands to the training CLI."""
     app.command("retrain")(retrain_cmd)
-
-
-if __name__ == "__main__":
-    standalone = typer.Typer(add_completion=False)
-    register(standalone)
-    standalone.command("noop", hidden=True)(lambda: None)  # keep typer in multi-command mode
-    standalone()
+    app.command("demo")(demo_cmd)
