@@ -18,6 +18,15 @@ import redis
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_REDIS = "redis://127.0.0.1:6379"
+# A DLF small enough to train in seconds on one core (model_overrides for training.config.TrainConfig).
+TINY_DLF = {
+    "embedding_dim": 8,
+    "num_layers": 1,
+    "num_tokens": 4,
+    "rank": 4,
+    "block_hidden": 32,
+    "head_hidden": 32,
+}
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_support import REPO, predict, uvicorn_server
+from serving_support import REPO, TINY_DLF, predict, uvicorn_server
 from sklearn.metrics import roc_auc_score
 
 from training.config import TrainConfig
@@ -46,7 +46,7 @@ def test_frappe_rows_through_service_match_offline_evaluation(tmp_path: Path) ->
     train, holdout = tmp_path / "train.libfm", tmp_path / "holdout.libfm"
     train.write_text("".join(lines[:3000]))
     holdout.write_text("".join(lines[3000:]))
-    cfg = TrainConfig(model="dlf", model_overrides=TINY, epochs=1, batch_size=64, lr=3e-3)
+    cfg = TrainConfig(model="dlf", model_overrides=TINY_DLF, epochs=1, batch_size=64, lr=3e-3)
     bundle = train_bundle(train, fmt="frappe", config=cfg, registry=tmp_path / "reg", set_current=True)
     offline = evaluate_bundle(bundle, holdout, fmt="frappe")
 

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pyarrow.csv as pacsv
 import pytest
 import torch
 import yaml
-from serving_support import REPO, RedisServer, predict, uvicorn_server
+from serving_support import REPO, TINY_DLF, RedisServer, predict, uvicorn_server
 
 from model import build_model, preset
 from service.bundle import list_versions, read_current
@@ -38,14 +37,7 @@ from training.warm_start import merge_space, transfer_weights
 pytestmark = pytest.mark.e2e
 
 PREFIX = "retrain:"
-TINY = {
-    "embedding_dim": 8,
-    "num_layers": 1,
-    "num_tokens": 4,
-    "rank": 4,
-    "block_hidden": 32,
-    "head_hidden": 32,
-}
+TINY = TINY_DLF
 WEAK = TrainConfig(model="dlf", model_overrides=TINY, epochs=1, batch_size=256, lr=1e-3, patience=0)
 GOOD = TrainConfig(model="dlf", model_overrides=TINY, epochs=3, batch_size=256, lr=5e-3, patience=1)
 
@@ -74,14 +66,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "schema.yaml").write_text(yaml.safe_dump(SCHEMA, sort_keys=False))
     out["schema"] = root / "schema.yaml"
     return out
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def served(url: str, rows: list[dict], want: str, timeout: float = 15.0) -> dict:

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -44,14 +43,6 @@ def wait_for_version(url: str, version: str, timeout: float = 10.0) -> dict:
         if body["model_version"] == version or time.monotonic() > deadline:
             return body
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_pubsub_notice_reloads(private_redis: RedisServer, tmp_path: Path) -> None:

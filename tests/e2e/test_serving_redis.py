@@ -42,14 +42,6 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def redis_service(bundle: TinyBundle, private_redis: RedisServer, logs: Path) -> Iterator[str]:
     prefix = "e2e:"
     out = json.loads(publish_with_cli(bundle.registry, private_redis.url, prefix))
