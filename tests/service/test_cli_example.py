@@ -12,7 +12,9 @@ from service.testing import TinyBundle
 
 
 async def test_example_curl_body_is_accepted_and_has_one_oov(make_client, bundle_a: TinyBundle) -> None:
-    out = CliRunner().invoke(cli_app, ["example", "--registry", str(bundle_a.registry), "--url", "http://h:1"])
+    out = CliRunner().invoke(
+        cli_app, ["example", "--registry", str(bundle_a.registry), "--url", "http://h:1"]
+    )
     assert out.exit_code == 0, out.output
     curl = next(line for line in out.output.splitlines() if line.startswith("curl "))
     argv = shlex.split(curl)
