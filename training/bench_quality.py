@@ -298,6 +298,13 @@ def render(results: list[dict[str, Any]], command: str, wall: float, data: Prepa
         )
     lines += [
         "",
+        "- Calibration (rows noting a temperature): after training and best-checkpoint restore one",
+        "  temperature T is fitted by minimising logloss of sigmoid(logit / T) on the valid split, the same",
+        "  split used for early stopping and model choice, so the calibrated logloss is optimistic for",
+        "  unseen rows (a single parameter, so by little); AUC is unchanged by T. T is folded into model.onnx.",
+        "- Ensemble (rows noting a logit average): K members of one config with seeds seed..seed+K-1 (init",
+        "  and data order differ), each early-stopped on valid AUC; their logits are averaged in one graph.",
+        "  Timings of such rows are per member-epoch; training cost is K times a single member.",
         "- Ablations run at the small width (d 16, 3 layers) with one fixed setting, not the paper width: the",
         "  paper preset costs ~10 min per epoch on these cores. The paper preset is run once, for one epoch.",
         "- Baselines use one FuxiCTR-like setting each at the references' width (listed below), not a",

@@ -61,6 +61,10 @@ def train(
     monitor: Annotated[str | None, typer.Option(help="auc|logloss: best-checkpoint criterion")] = None,
     eval_every: Annotated[float | None, typer.Option(help="validate every this fraction of an epoch")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    ensemble: Annotated[int | None, typer.Option(help="members (seeds seed, seed+1, ...) to average")] = None,
+    calibrate: Annotated[
+        bool | None, typer.Option("--calibrate/--no-calibrate", help="fit a temperature on valid")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="model setting key=value (repeatable)")
     ] = None,
@@ -95,6 +99,8 @@ def train(
         "monitor": monitor,
         "eval_every": eval_every,
         "seed": seed,
+        "ensemble": ensemble,
+        "calibrate": calibrate,
     }
     if set_:
         overrides["model_overrides"] = _parse_sets(set_)

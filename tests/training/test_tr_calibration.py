@@ -97,3 +97,23 @@ def test_ensemble_of_two_writes_a_calibrated_bundle(
     with torch.no_grad():
         torch.testing.assert_close(again(cat, num), net(cat, num))
     assert export_checkpoint(tmp_path / "ck.pt", registry).exists()
+
+
+def test_cli_ensemble_and_calibrate_flags(synthetic_csv: SyntheticFiles, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    reg = tmp_path / "reg"
+    common = ["train", str(synthetic_csv.data), "--schema", str(synthetic_csv.schema), "--epochs", "1"]
+    common += ["--registry", str(reg), "--no-progress", "--set", "embedding_dim=4", "--set", "num_layers=1"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*common, "--ensemble", "2", "--no-calibrate"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*common, "--calibrate"])
+    assert res.exit_code == 0, res.output
+    runs = [json.loads(p.read_text()) for p in reg.glob("*/metrics.json")]
+    by_k = {m["config"]["ensemble"]: m for m in runs}
+    assert by_k[2]["temperature"] is None and by_k[2]["config"]["calibrate"] is False
+    assert len(by_k[2]["members"]) == 2
+    assert by_k[1]["temperature"] is not None and len(by_k[1]["members"]) == 1
