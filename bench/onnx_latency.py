@@ -99,7 +99,7 @@ def to_markdown(rows: list[Timing], threads: int, seconds: float) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.model} | {r.preset} | {r.params:,} | {r.macs:,} | {r.rows_per_s_1000:,.0f} | "
+            f"| {r.model} | {r.preset} | {r.params:,} | {int(r.macs):,} | {r.rows_per_s_1000:,.0f} | "
             f"{r.rows_per_s_100:,.0f} | {r.p50_ms_1:.2f} | {r.p99_ms_1:.2f} | "
             f"{r.rows_per_s_1000 / base.rows_per_s_1000:.3f}x |"
         )
