@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from model.base import ProbabilityModel
 from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT
 
 OPSET = 17
@@ -33,17 +34,6 @@ log = logging.getLogger("training")
 
 class ExportParityError(RuntimeError):
     """The exported ONNX graph does not reproduce the PyTorch probabilities."""
-
-
-class ProbabilityModel(nn.Module):
-    """``(cat_ids, numerics) -> sigmoid(logits)``; see ``probability_model`` for the one-input forms."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, cat_ids: torch.Tensor, numerics: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(cat_ids, numerics))
 
 
 class _CatOnly(ProbabilityModel):
