@@ -18,14 +18,6 @@ from training.spec import FRAPPE_FIELDS
 
 pytestmark = pytest.mark.e2e
 FRAPPE = REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"
-TINY = {
-    "embedding_dim": 8,
-    "num_layers": 1,
-    "num_tokens": 4,
-    "rank": 4,
-    "block_hidden": 32,
-    "head_hidden": 32,
-}
 
 
 def raw_records(lines: list[str], as_numbers: bool) -> tuple[list[dict], np.ndarray]:
