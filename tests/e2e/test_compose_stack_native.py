@@ -109,6 +109,8 @@ def prometheus_versions(prom: str) -> set[str]:
         r = httpx.get(f"{prom}/api/v1/query", params={"query": "dlf_model_info == 1"}, timeout=5)
     except httpx.TransportError:
         return set()
+    if r.status_code != 200:  # still starting up: it answers in plain text until ready
+        return set()
     return {s["metric"]["version"] for s in r.json().get("data", {}).get("result", [])}
 
 
