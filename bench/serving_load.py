@@ -26,7 +26,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from serving_support import RedisServer, publish_with_cli, uvicorn_server  # noqa: E402
 
-from service.bundle import load_schema, load_vocab, resolve_current  # noqa: E402
+from service.contract import load_schema, load_vocab, resolve_current  # noqa: E402
 
 app = typer.Typer(add_completion=False)
 

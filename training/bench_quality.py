@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.bundle import atomic_write_text
+from service.contract import atomic_write_text
 from training.config import FRAPPE_DEFAULTS, TrainConfig
 from training.dataset import PreparedData, prepare_data
 from training.pipeline import train_on

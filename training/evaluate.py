@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, BundleSchema, load_schema
+from service.contract import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, BundleSchema, load_schema
 from training.metrics import auc_logloss
 from training.readers import iter_batches
 from training.spec import DatasetSpec, FieldSpec, resolve_spec

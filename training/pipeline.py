@@ -22,7 +22,7 @@ from torch import nn
 
 from model import ModelConfig, build_model, describe
 from model.ensemble import LogitAverage, TemperatureScaled
-from service.bundle import FieldSchema
+from service.contract import FieldSchema
 from training.bundle_writer import git_commit, write_bundle
 from training.calibration import fit_temperature, predict_logits
 from training.config import TrainConfig, default_config

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from service.bundle import load_schema, resolve_current
+from service.contract import load_schema, resolve_current
 from training.bundle_writer import git_commit, write_bundle
 from training.config import TrainConfig, default_config
 from training.dataset import PreparedData, Split, encode_file, prepare_data

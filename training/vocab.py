@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.bundle import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
+from service.contract import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
 from training.readers import LABEL
 from training.spec import DatasetSpec
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from serving_support import REPO, RedisServer, free_port, predict, uvicorn_server
 
-from service.bundle import read_current
+from service.contract import read_current
 from training.synthetic import generate
 
 pytestmark = [

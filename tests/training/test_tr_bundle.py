@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import training.bundle_writer as bw
-from service.bundle import VERSION_PATTERN, list_versions, load_schema, load_vocab, read_current
+from service.contract import VERSION_PATTERN, list_versions, load_schema, load_vocab, read_current
 from training.config import TrainConfig
 from training.evaluate import evaluate_bundle
 from training.pipeline import export_checkpoint, train_bundle, train_bundle_outcome

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.bundle import list_versions, load_schema, read_current
+from service.contract import list_versions, load_schema, read_current
 from training.cli import app
 from training.spec import FRAPPE_FIELDS
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from service.bundle import MISSING_TOKEN, canonical_value
+from service.contract import MISSING_TOKEN, canonical_value
 from training.spec import DatasetSpec, FieldSpec
 from training.vocab import StatsBuilder, build_feature_space, canonical, normalise
 
