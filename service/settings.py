@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     shadow_max_pending: int = Field(
         8, ge=1, description="Shadow comparisons queued at most; beyond that, sampled rows are skipped."
     )
+    require_provider: str | None = Field(
+        None,
+        description="Not ready unless this ONNX Runtime execution provider serves (e.g. CUDAExecutionProvider "
+        "or cuda); the GPU image sets it.",
+    )
+    shutdown_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, answer /readyz with 503 but keep serving this long before draining (0 = off).",
+    )
     request_log_path: Path | None = Field(
         None, description="Append served requests as JSON lines here (unset = off)."
     )
