@@ -34,15 +34,19 @@ RUN apt-get update \
 # Stage order matters for the legacy builder (DOCKER_BUILDKIT=0), which builds every stage
 # above the target: CPU images first, so building them never fetches the CUDA wheels.
 
+# Each image: a deps stage makes /opt/venv from its hash-locked set deploy/locks/<name>.txt
+# (+ deploy/wheelhouse/<name>/ when offline) before any code is copied, then the final stage
+# copies that venv and the code. pip/setuptools are removed: not needed at run time.
 # ---------------------------------------------------------------- serve-cpu
 FROM python AS serve-cpu-deps
 ARG PIP_OFFLINE=
 COPY deploy/locks/serve-cpu.txt /tmp/lock.txt
 COPY deploy/wheelhouse/serve-cpu/ /wheelhouse/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock.txt \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
  && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
-      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
 FROM python AS serve-cpu
 COPY --from=serve-cpu-deps /opt/venv /opt/venv
@@ -70,9 +74,10 @@ COPY deploy/wheelhouse/trainer-cpu/ /wheelhouse/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse \
       $([ -n "$PIP_OFFLINE" ] || echo --find-links https://download.pytorch.org/whl/cpu/torch/) \
-      --no-deps --no-compile -r /tmp/lock.txt \
+      --no-deps -r /tmp/lock.txt \
  && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
-      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
 FROM python AS trainer-cpu
 COPY --from=trainer-cpu-deps /opt/venv /opt/venv
@@ -90,9 +95,10 @@ ARG PIP_OFFLINE=
 COPY deploy/locks/serve-gpu.txt /tmp/lock.txt
 COPY deploy/wheelhouse/serve-gpu/ /wheelhouse/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock.txt \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
  && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
-      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
 FROM python AS serve-gpu
 COPY --from=serve-gpu-deps /opt/venv /opt/venv
@@ -122,9 +128,10 @@ ARG PIP_OFFLINE=
 COPY deploy/locks/trainer-gpu.txt /tmp/lock.txt
 COPY deploy/wheelhouse/trainer-gpu/ /wheelhouse/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps --no-compile -r /tmp/lock.txt \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
  && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
-      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
 # Default target (last): the GPU trainer.
 FROM python AS trainer
