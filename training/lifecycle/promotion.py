@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, atomic_write_text, load_schema
 from service.registry import prune_versions, set_current
-from training.evaluate import space_from_bundle
-from training.metrics import auc_logloss
+from training.bundle.evaluate import space_from_bundle
+from training.fitting.metrics import auc_logloss
 
 log = logging.getLogger("training")
 
