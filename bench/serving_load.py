@@ -89,7 +89,7 @@ def ensure_registry(registry: Path | None, workdir: Path) -> Path:
     if registry is not None:
         return registry
     from training import train_bundle
-    from training.synthetic import generate
+    from training.data.synthetic import generate
 
     files = generate(workdir / "data", rows=20_000, seed=0)
     out = workdir / "registry"

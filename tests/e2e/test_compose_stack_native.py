@@ -18,7 +18,7 @@ import yaml
 from serving_support import REPO, RedisServer, free_port, predict, uvicorn_server
 
 from service.contract import read_current
-from training.synthetic import generate
+from training.data.synthetic import generate
 
 pytestmark = [
     pytest.mark.e2e,

@@ -28,10 +28,10 @@ from model import build_model, preset
 from service.contract import list_versions, pointer_history, read_current
 from service.redis_store import marker_key
 from training.config import TrainConfig
-from training.retrain import retrain
-from training.synthetic import SCHEMA, synthetic_table
-from training.vocab import FeatureSpace
-from training.warm_start import merge_space, transfer_weights
+from training.data.synthetic import SCHEMA, synthetic_table
+from training.data.vocab import FeatureSpace
+from training.lifecycle.retrain import retrain
+from training.lifecycle.warm_start import merge_space, transfer_weights
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from service.contract import MISSING_TOKEN, canonical_value
-from training.spec import DatasetSpec, FieldSpec
-from training.vocab import StatsBuilder, build_feature_space, canonical, normalise
+from training.data.spec import DatasetSpec, FieldSpec
+from training.data.vocab import StatsBuilder, build_feature_space, canonical, normalise
 
 
 def _batch(**cols: list) -> pa.RecordBatch:  # type: ignore[type-arg]

@@ -37,8 +37,8 @@ from service.contract import (
     reload_channel,
     set_current,
 )
-from training.evaluate import space_from_bundle
-from training.metrics import auc_logloss
+from training.bundle.evaluate import space_from_bundle
+from training.fitting.metrics import auc_logloss
 
 log = logging.getLogger("training")
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.contract import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
-from training.readers import LABEL
-from training.spec import DatasetSpec
+from training.data.readers import LABEL
+from training.data.spec import DatasetSpec
 
 
 def canonical(col: pa.Array | pa.ChunkedArray) -> pa.Array:
