@@ -30,7 +30,7 @@ from docker_support import (
     wait_for,
 )
 
-from training.synthetic import generate
+from training.data.synthetic import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from serving_support import free_port, sample_records  # noqa: E402

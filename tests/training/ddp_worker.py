@@ -15,9 +15,9 @@ import torch
 
 from model import build_model
 from training.config import TrainConfig
-from training.dataset import Arrays, Split
-from training.device import dist_info_from_env, init_distributed, select_device
-from training.trainer import _Order, fit
+from training.data.dataset import Arrays, Split
+from training.fitting.device import dist_info_from_env, init_distributed, select_device
+from training.fitting.trainer import _Order, fit
 
 TINY = {"embedding_dim": 4, "num_layers": 1, "num_tokens": 2, "rank": 2, "block_hidden": 8, "head_hidden": 8}
 
