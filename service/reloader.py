@@ -32,7 +32,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from service.bundle import VERSION_PATTERN, list_versions, read_current, resolve_current
-from service.model_holder import LoadedModel, load_model
+from service.model_holder import LoadedModel, OrtOptions, load_model
 from service.redis_store import marker_key
 from service.registry import previous_version, set_current
 from service.shadow import ShadowScorer
@@ -191,8 +191,7 @@ class Reloader:
             model = await asyncio.to_thread(
                 load_model,
                 bundle_dir,
-                intra_op_threads=s.ort_intra_op_threads,
-                inter_op_threads=s.ort_inter_op_threads,
+                options=OrtOptions.from_settings(s),
             )
         except Exception as exc:
             raise self._refuse(f"bundle {version} failed to load: {type(exc).__name__}: {exc}") from exc
