@@ -24,7 +24,7 @@ from service.encoding import EncodingError
 from service.feature_store import build_feature_store
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
-from service.model_holder import load_model, resolve_version
+from service.model_holder import OrtOptions, load_model, resolve_version
 from service.provider_guard import check_provider
 from service.reloader import Reloader
 from service.request_log import RequestLogger
@@ -44,8 +44,7 @@ async def _load(state: ServiceState) -> None:
         model = await asyncio.to_thread(
             load_model,
             s.registry / version,
-            intra_op_threads=s.ort_intra_op_threads,
-            inter_op_threads=s.ort_inter_op_threads,
+            options=OrtOptions.from_settings(s),
         )
         assert state.store is not None
         await state.store.prepare(model.bundle_dir, model.schema)
@@ -71,6 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         enabled=s.batching_enabled,
         max_batch_rows=s.max_batch_rows,
         max_wait_ms=s.max_wait_ms,
+        workers=s.inference_workers,
+        max_queued_rows=s.max_queued_rows,
         metrics=state.metrics,
     )
     await state.batcher.start()

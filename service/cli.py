@@ -24,15 +24,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-pr
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (each loads the model).")] = 1,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request line (costs CPU per request).")] = False,
 ) -> None:
-    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL."""
+    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL.
+
+    One process: its inference pool already runs a batch per core (DLF_INFERENCE_WORKERS).
+    To scale out, run more replicas behind a load balancer (docs/deploy.md), not more
+    uvicorn workers: those would each hold a model and a Prometheus registry of their own.
+    """
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
-        "service.app:app_factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+        "service.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
     )
 
 
