@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Response
 
 from service.encoding import assign_ids, parse_records
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.scoring import record_served
 from service.state import ServiceState, get_state
+from service.tracing import current_request_id
 
 router = APIRouter(tags=["predict"])
 
@@ -36,11 +38,8 @@ async def predict(
         cat_ids, oov = assign_ids(parsed, lookup.ids)
         probs = await batcher.submit(model, cat_ids, parsed.numerics)
 
-    metrics = state.metrics
-    metrics.request_rows.observe(parsed.n_rows)
-    if lookup.degraded:
-        metrics.degraded_responses.inc()
-    request_id = uuid.uuid4().hex
+    record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
+    request_id = current_request_id() or uuid.uuid4().hex  # the caller's X-Request-ID when it sent one
     probabilities = [float(p) for p in probs]
     if state.request_log is not None:
         state.request_log.log(
