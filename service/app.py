@@ -22,6 +22,7 @@ from service.batcher import MicroBatcher
 from service.encoding import EncodingError
 from service.feature_store import build_feature_store
 from service.logs import configure_logging
+from service.method_not_allowed import install_method_not_allowed
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import load_model, resolve_version
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids + access log on all
     install_openapi(app)
+    install_method_not_allowed(app)
     if settings.otel_enabled:
         instrument(app)
     return app

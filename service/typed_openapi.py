@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.bundle import BundleSchema, FieldSchema
+from service.oip import InferRequest
 from service.settings import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -29,9 +30,14 @@ REQUEST_ID_HEADER = {
 }
 # Statuses each path can answer besides its own; bodies are {"detail", "errors"?} (ErrorResponse).
 COMMON_ERRORS = {
-    "/predict": {413: "Body larger than DLF_MAX_BODY_BYTES.", 503: "Model not loaded yet."},
+    "/predict": {
+        400: "Body is not parseable JSON.",
+        413: "Body larger than DLF_MAX_BODY_BYTES.",
+        503: "Model not loaded yet.",
+    },
     "/info": {503: "Model not loaded yet."},
     "/admin/": {
+        400: "Body is not parseable JSON.",
         401: "Missing Authorization: Bearer token.",
         403: "Wrong admin token.",
         404: "Admin API disabled (DLF_ADMIN_TOKEN unset), unknown bundle version or no shadow running.",
@@ -41,7 +47,7 @@ COMMON_ERRORS = {
         503: "Service still starting.",
     },
 }
-MAX_NUMBER = 1e300  # larger JSON numbers overflow float64 and are refused
+# Numeric strings the service parses (float()); bounded digits so no pattern-valid string overflows.
 NUMERIC_STRING = r"^(-?[0-9]{1,15}(\.[0-9]{1,6})?)?$"
 NONNEGATIVE_STRING = r"^([0-9]{1,15}(\.[0-9]{1,6})?)?$"
 
@@ -68,10 +74,10 @@ def field_schema(f: FieldSchema, example: Any) -> dict[str, Any]:
             "description": f"categorical ({f.vocab_size - 1} known values; others are OOV, not errors; null = missing)",
             "examples": [example],
         }
-    lower = {"exclusiveMinimum": -1} if f.transform == "log1p" else {"minimum": -MAX_NUMBER}
+    lower = {"exclusiveMinimum": -1} if f.transform == "log1p" else {}
     return {
         "anyOf": [
-            {"type": "number", "maximum": MAX_NUMBER, **lower},
+            {"type": "number", **lower},
             {"type": "string", "pattern": NONNEGATIVE_STRING if f.transform == "log1p" else NUMERIC_STRING},
             {"type": "null"},
         ],
@@ -86,7 +92,6 @@ def predict_body_schema(schema: BundleSchema, settings: Settings, bundle_dir: An
     names = [f.name for f in schema.fields]
     rows = {"minItems": 1, "maxItems": settings.max_request_rows}
     record = {"type": "object", "properties": props, "required": names}
-    partial = {"type": "object", "properties": props}
     records_shape = {
         "type": "object",
         "title": "Records",
@@ -98,6 +103,10 @@ def predict_body_schema(schema: BundleSchema, settings: Settings, bundle_dir: An
             "candidates": {"type": "null"},
         },
     }
+    # A field may come from the context instead of the candidates; "every field is in the context or
+    # in every candidate" needs 2^fields branches in JSON Schema (schemathesis/hypothesis give up past
+    # ~5 fields), so the documented ranking shape asks every candidate for every field: a subset of
+    # what the service accepts, never a superset (schema-valid bodies are always accepted).
     ranking_shape = {
         "type": "object",
         "title": "Ranking",
@@ -105,22 +114,13 @@ def predict_body_schema(schema: BundleSchema, settings: Settings, bundle_dir: An
         "required": ["candidates"],
         "properties": {
             "records": {"type": "null"},
+            # With every field in every candidate, no context value is ever read: any object is fine.
             "context": {
-                "anyOf": [partial, {"type": "null"}],
-                "description": "Fields shared by all candidates.",
+                "type": ["object", "null"],
+                "description": "Fields shared by all candidates; a candidate's own value wins.",
             },
-            "candidates": {"type": "array", "items": partial, **rows},
+            "candidates": {"type": "array", "items": record, **rows},
         },
-        # each field must come from the context or from every candidate
-        "allOf": [
-            {
-                "anyOf": [
-                    {"required": ["context"], "properties": {"context": {"type": "object", "required": [n]}}},
-                    {"properties": {"candidates": {"items": {"required": [n]}}}},
-                ]
-            }
-            for n in names
-        ],
     }
     first = {n: props[n]["examples"][0] for n in names}
     return {
@@ -150,7 +150,7 @@ def _document_errors(spec: dict[str, Any]) -> None:
                 {},
             )
             for status, text in extra.items():
-                if status == 413 and method not in ("post", "put", "patch"):
+                if status in (400, 413) and method not in ("post", "put", "patch"):
                     continue
                 entry = responses.setdefault(str(status), {"description": text})
                 entry.setdefault("content", {"application/json": {"schema": ERROR_REF}})
@@ -163,10 +163,21 @@ def _document_errors(spec: dict[str, Any]) -> None:
         schemas.pop(unused, None)
 
 
+def _infer_body(spec: dict[str, Any]) -> None:
+    """The v2 infer body (read raw by the route, for the binary extension) as the InferRequest model."""
+    op = spec.get("paths", {}).get("/v2/models/{name}/infer", {}).get("post")
+    if op is None:
+        return
+    body = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    spec.setdefault("components", {}).setdefault("schemas", {}).update(body.pop("$defs", {}))
+    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document for the model served right now (generic while none is loaded)."""
     spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _document_errors(spec)
+    _infer_body(spec)
     state = app.state.dlf
     if not state.holder.ready:
         return spec

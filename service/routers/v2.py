@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from service.encoding import EncodingError
 from service.model_holder import LoadedModel
-from service.oip import HEADER_LENGTH, InferRequest, OIPError, infer_response, model_metadata, parse_infer
+from service.oip import HEADER_LENGTH, OIPError, infer_response, model_metadata, parse_infer
 from service.scoring import score_rows
 from service.state import ServiceState, get_state
 from service.tracing import current_request_id
@@ -143,13 +143,7 @@ async def model_ready(name: str, state: ServiceState = Depends(get_state)) -> An
         **NOT_FOUND,
         **NOT_READY,
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-        }
-    },
-)
+)  # request body documented by service.typed_openapi (InferRequest)
 async def infer(name: str, request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Click probabilities as the FP32 output ``probability`` [rows], JSON or binary tensor data."""
     model = _served(state, name)
