@@ -141,7 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids + access log on all
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled
+    )  # outermost: ids + access log on all
     install_openapi(app)
     install_method_not_allowed(app)
     if settings.otel_enabled:

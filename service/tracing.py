@@ -103,9 +103,10 @@ def request_context(ctx: RequestContext) -> Iterator[RequestContext]:
 class RequestContextMiddleware:
     """Request id + trace context + in-flight gauge + access log for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None, otel: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.otel = otel  # DLF_OTEL_ENABLED: report the instrumentation's span instead of our own ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +125,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                otel = _otel_ids()
+                otel = _otel_ids() if self.otel else None
                 if otel is not None:  # OpenTelemetry made the server span: report its ids
                     ctx.trace_id, ctx.span_id = otel
                 out = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
