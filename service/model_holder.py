@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import BundleSchema, load_schema, resolve_current
+from service.contract import BundleSchema, load_schema, resolve_current
 
 log = logging.getLogger(__name__)
 

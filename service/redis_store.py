@@ -1,13 +1,12 @@
 """Feature ids in Redis, shared by all replicas, with an LRU cache in front.
 
-Layout: one hash per bundle version and field, ``<prefix>vocab:{<version>}:<field>``
-(canonical key -> id), plus ``<prefix>vocab-complete:{<version>}`` written last by
-``publish_vocab``. The ``{<version>}`` hash tag puts every key of one version in
-one Redis Cluster slot, so a request's cache misses are resolved in ONE round
-trip to ONE node: a MULTI/EXEC pipeline with an EXISTS on the marker and one
-HMGET per field. The same code runs against a single Redis or a Redis Cluster
-(``DLF_REDIS_CLUSTER``; ``connect`` picks the client). Versions spread over
-the cluster's shards, one slot each.
+The key layout (one hash per bundle version and field, plus a completeness
+marker written last, all of one version under one ``{<version>}`` hash tag) and
+its writer ``publish_vocab`` live in ``service.contract``. Because the hash tag
+puts one version's keys in one Redis Cluster slot, a request's cache misses are
+resolved in ONE round trip to ONE node: a MULTI/EXEC pipeline with an EXISTS on
+the marker and one HMGET per field. The same code runs against a single Redis or
+a Redis Cluster (``DLF_REDIS_CLUSTER``; ``connect`` picks the client).
 When Redis fails the store answers from its cache (misses -> OOV), reports
 ``degraded`` and retries after a short backoff, so it recovers on its own.
 """
@@ -15,11 +14,9 @@ When Redis fails the store answers from its cache (misses -> OOV), reports
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from service.bundle import BundleSchema, load_schema, load_vocab
+from service.contract import BundleSchema, marker_key, publish_vocab, vocab_key
 from service.feature_store import Lookup, LRUCache, StoreStatus
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -38,14 +35,6 @@ log = logging.getLogger(__name__)
 UNKNOWN = -1  # cached "not in the vocab" (only cached once the version's publish marker was seen)
 # RedisClusterException (e.g. "slot not covered" after a shard died) is not a RedisError.
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-
-
-def vocab_key(prefix: str, version: str, field: str) -> str:
-    return f"{prefix}vocab:{{{version}}}:{field}"
-
-
-def marker_key(prefix: str, version: str) -> str:
-    return f"{prefix}vocab-complete:{{{version}}}"
 
 
 def connect(url: str, timeout_s: float = 0.25, *, cluster: bool = False) -> aioredis.Redis:
@@ -70,46 +59,6 @@ def connect(url: str, timeout_s: float = 0.25, *, cluster: bool = False) -> aior
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-async def publish_vocab(
-    client: aioredis.Redis, bundle_dir: str | Path, prefix: str = "dlf:", chunk_size: int = 10_000
-) -> dict[str, int]:
-    """Copy a bundle's vocab into Redis; readers see all of it or (via the marker) none of it.
-
-    Hashes are filled under temporary names with pipelined HSET chunks, then
-    renamed into place together with the marker in one MULTI/EXEC.
-    Returns ``field -> number of values``.
-    """
-    bundle_dir = Path(bundle_dir)
-    schema = load_schema(bundle_dir)
-    token = f"{time.time_ns():x}"
-    counts: dict[str, int] = {}
-    renames: list[tuple[str, str]] = []
-    for f in schema.categorical:
-        vocab = load_vocab(bundle_dir, f)
-        final = vocab_key(prefix, schema.version, f.name)
-        tmp = f"{final}:publishing:{token}"
-        items = list(vocab.items())
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.delete(tmp)
-            for start in range(0, len(items), chunk_size):
-                pipe.hset(tmp, mapping=dict(items[start : start + chunk_size]))
-            await pipe.execute()
-        counts[f.name] = len(items)
-        if items:
-            renames.append((tmp, final))
-    marker = json.dumps({"fields": counts, "published_at": datetime.now(UTC).isoformat()})
-    async with client.pipeline(transaction=True) as pipe:
-        for f in schema.categorical:
-            pipe.delete(vocab_key(prefix, schema.version, f.name))
-        for tmp, final in renames:
-            # execute_command: redis-py blocks the RENAME *method* on cluster pipelines (it cannot know
-            # the keys share a slot); here they do (same {version} hash tag), so the MULTI/EXEC is legal.
-            pipe.execute_command("RENAME", tmp, final)
-        pipe.set(marker_key(prefix, schema.version), marker)
-        await pipe.execute()
-    return counts
 
 
 class RedisFeatureStore:

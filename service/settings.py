@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract import reload_channel as default_reload_channel
+
 
 class Settings(BaseSettings):
     """Every knob of the online service; the table in docs/api.md documents each one."""
@@ -82,4 +84,4 @@ class Settings(BaseSettings):
     @property
     def reload_channel_name(self) -> str:
         """The pub/sub channel the service listens on and ``retrain`` publishes to."""
-        return self.reload_channel or f"{self.redis_prefix}reload"
+        return self.reload_channel or default_reload_channel(self.redis_prefix)

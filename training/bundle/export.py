@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from model.base import ProbabilityModel
-from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT
+from service.contract import CAT_INPUT, NUM_INPUT, PROB_OUTPUT
 
 OPSET = 17
 PARITY_ROWS = 1000

@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
 
-from service.bundle import atomic_write_text
+from service.contract import atomic_write_text
 
 SCHEMA = {
     "label": "click",

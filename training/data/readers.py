@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from training.spec import (
+from training.data.spec import (
     AVAZU_RAW_CATEGORICAL,
     CRITEO_CATEGORICAL,
     CRITEO_NUMERIC,

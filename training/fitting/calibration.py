@@ -12,9 +12,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from torch import nn
 
-from training.dataset import Split
-from training.device import DeviceChoice
-from training.metrics import PROB_EPS
+from training.data.dataset import Split
+from training.fitting.device import DeviceChoice
+from training.fitting.metrics import PROB_EPS
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]: wide enough for any sane net, keeps the search finite
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from training.vocab import FeatureSpace
+from training.data.vocab import FeatureSpace
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

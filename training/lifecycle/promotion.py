@@ -25,10 +25,20 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 
-from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, atomic_write_text, load_schema
-from service.registry import prune_versions, set_current
-from training.evaluate import space_from_bundle
-from training.metrics import auc_logloss
+from service.contract import (
+    CAT_INPUT,
+    NUM_INPUT,
+    PROB_OUTPUT,
+    ReloadNotice,
+    atomic_write_text,
+    load_schema,
+    prune_versions,
+    publish_vocab,
+    reload_channel,
+    set_current,
+)
+from training.bundle.evaluate import space_from_bundle
+from training.fitting.metrics import auc_logloss
 
 log = logging.getLogger("training")
 
@@ -104,11 +114,11 @@ def write_record(bundle_dir: Path, record: dict[str, Any]) -> Path:
 
 
 def publish_vocab_sync(bundle_dir: Path, redis_url: str, prefix: str) -> dict[str, int]:
-    """``service.redis_store.publish_vocab`` from synchronous code (fields -> value counts)."""
-    from service.redis_store import connect, publish_vocab
+    """``service.contract.publish_vocab`` from synchronous code (fields -> value counts)."""
+    import redis.asyncio as aioredis
 
     async def _run() -> dict[str, int]:
-        client = connect(redis_url, timeout_s=10.0)
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=10.0)
         try:
             return await publish_vocab(client, bundle_dir, prefix)
         finally:
@@ -117,12 +127,12 @@ def publish_vocab_sync(bundle_dir: Path, redis_url: str, prefix: str) -> dict[st
     return asyncio.run(_run())
 
 
-def publish_notice(redis_url: str, channel: str, payload: dict[str, Any]) -> int:
+def publish_notice(redis_url: str, channel: str, notice: ReloadNotice) -> int:
     """PUBLISH the reload notice; returns how many subscribers (service replicas) received it."""
     import redis
 
     with redis.Redis.from_url(redis_url, socket_timeout=10) as client:
-        return int(client.publish(channel, json.dumps(payload)))
+        return int(client.publish(channel, notice.to_json()))
 
 
 def promote(
@@ -143,8 +153,10 @@ def promote(
     facts["promoted_at"] = now()
     facts["pruned"] = prune_versions(registry, keep)
     if redis_url:
-        channel = channel or f"{prefix}reload"
-        notice = {"version": version, "previous": facts["previous_version"], "at": facts["promoted_at"]}
+        channel = channel or reload_channel(prefix)
+        notice = ReloadNotice(
+            version, previous=facts["previous_version"], reason="retrain: promoted", at=facts["promoted_at"]
+        )
         facts["notice"] = {"channel": channel, "receivers": publish_notice(redis_url, channel, notice)}
     log.info("promoted %s (was %s)", version, facts["previous_version"])
     return facts

@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.bundle import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
-from training.readers import LABEL
-from training.spec import DatasetSpec
+from service.contract import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
+from training.data.readers import LABEL
+from training.data.spec import DatasetSpec
 
 
 def canonical(col: pa.Array | pa.ChunkedArray) -> pa.Array:

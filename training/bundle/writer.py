@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.bundle import VERSION_PATTERN, BundleSchema, atomic_write_text, write_current
-from training.report import plot_report
-from training.vocab import FeatureSpace
+from service.contract import VERSION_PATTERN, BundleSchema, atomic_write_text, write_current
+from training.bundle.report import plot_report
+from training.data.vocab import FeatureSpace
 
 TMP_PREFIX = ".tmp-"
 

@@ -23,9 +23,9 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.dataset import Split
-from training.device import DeviceChoice, DistInfo
-from training.metrics import auc_logloss
+from training.data.dataset import Split
+from training.fitting.device import DeviceChoice, DistInfo
+from training.fitting.metrics import auc_logloss
 
 log = logging.getLogger("training")
 
@@ -110,13 +110,31 @@ def fit(
     choice: DeviceChoice,
     dist: DistInfo | None = None,
     *,
+    teacher_logits: np.ndarray | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """Train ``net`` and return it with the best valid weights loaded (criterion ``cfg.monitor``)."""
+    """Train ``net`` and return it with the best valid weights loaded (criterion ``cfg.monitor``).
+
+    ``teacher_logits`` (one per train row, in split order) switch on knowledge distillation: the loss
+    becomes ``alpha * BCE(s, y) + (1 - alpha) * tau^2 * BCE(s / tau, sigmoid(t / tau))``.
+    With ``cfg.ema_decay`` an exponential moving average of the weights is what gets evaluated,
+    early-stopped and returned.
+    """
     dist = dist or DistInfo()
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"empty split: train has {len(train)} rows, valid has {len(valid)}")
+    teacher = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    if teacher is not None and teacher.shape != (len(train),):
+        raise ValueError(f"teacher_logits has shape {teacher.shape}, expected ({len(train)},)")
     net = net.to(choice.device)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+        )
+        if cfg.ema_decay is not None
+        else None
+    )
+    scored: nn.Module = ema.module if ema is not None else net
     emb = embedding_params(net)
     emb_ids = {id(p) for p in emb}
     rest = [p for p in net.parameters() if id(p) not in emb_ids]
@@ -156,6 +174,11 @@ def fit(
                 with _autocast(choice):
                     logits = model(cat_t, num_t)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), y_t)
+                if teacher is not None:
+                    tau = cfg.distill_temperature
+                    t_t = torch.from_numpy(teacher[pos]).to(choice.device, non_blocking=True)
+                    soft = F.binary_cross_entropy_with_logits(logits.float() / tau, torch.sigmoid(t_t / tau))
+                    loss = cfg.distill_alpha * loss + (1.0 - cfg.distill_alpha) * tau * tau * soft
                 total = loss
                 if cfg.embedding_l2 > 0 and emb:
                     total = total + 0.5 * cfg.embedding_l2 * sum(p.float().pow(2).sum() for p in emb)
@@ -166,6 +189,8 @@ def fit(
                     nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(net)
                 loss_sum += float(loss.detach()) * len(y)
                 loss_n += len(y)
                 bar.update()
@@ -176,7 +201,7 @@ def fit(
                 )
             train_seconds += time.perf_counter() - t0
             seen += loss_n
-            metrics = evaluate(net, valid, choice, cfg.eval_batch_size)
+            metrics = evaluate(scored, valid, choice, cfg.eval_batch_size)
             rec = {
                 "epoch": round(epoch + (part_i + 1) / evals_per_epoch, 4),
                 "train_loss": loss_sum / max(loss_n, 1),
@@ -196,7 +221,7 @@ def fit(
                 )
             if _improved(metrics, best, cfg.monitor):
                 best = {"epoch": rec["epoch"], **metrics}
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in scored.state_dict().items()}
                 bad_evals = 0
             else:
                 bad_evals += 1

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, BundleSchema, load_schema
-from training.metrics import auc_logloss
-from training.readers import iter_batches
-from training.spec import DatasetSpec, FieldSpec, resolve_spec
-from training.vocab import FeatureSpace
+from service.contract import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, BundleSchema, load_schema
+from training.data.readers import iter_batches
+from training.data.spec import DatasetSpec, FieldSpec, resolve_spec
+from training.data.vocab import FeatureSpace
+from training.fitting.metrics import auc_logloss
 
 
 def space_from_bundle(bundle_dir: str | Path, schema: BundleSchema | None = None) -> FeatureSpace:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from training.readers import count_rows, iter_batches
-from training.spec import DatasetSpec
-from training.vocab import FeatureSpace, StatsBuilder
+from training.data.readers import count_rows, iter_batches
+from training.data.spec import DatasetSpec
+from training.data.vocab import FeatureSpace, StatsBuilder
 
 
 @dataclass

@@ -5,7 +5,7 @@
 1. prepare the new data (split, vocab, statistics); with ``warm_start`` and a
    current bundle that has ``checkpoint.pt``, extend the current vocabulary
    instead (old ids kept, new values appended) and start from its weights
-   (``training.warm_start``);
+   (``training.lifecycle.warm_start``);
 2. train and write the candidate bundle (plus ``checkpoint.pt`` for the next
    warm start); it is *not* CURRENT yet;
 3. score candidate and current through onnxruntime on the same rows
@@ -27,19 +27,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from service.bundle import load_schema, resolve_current
-from training.bundle_writer import git_commit, write_bundle
+from service.contract import load_schema, resolve_current
+from training.bundle.evaluate import space_from_bundle
+from training.bundle.export import export_onnx
+from training.bundle.writer import git_commit, write_bundle
 from training.config import TrainConfig, default_config
-from training.dataset import PreparedData, Split, encode_file, prepare_data
-from training.device import DistInfo, select_device
-from training.evaluate import space_from_bundle
-from training.export import export_onnx
+from training.data.dataset import PreparedData, Split, encode_file, prepare_data
+from training.data.readers import iter_batches
+from training.data.spec import DatasetSpec, resolve_spec
+from training.fitting.device import DistInfo, select_device
+from training.fitting.trainer import fit
+from training.lifecycle.promotion import Decision, compare_bundles, decide, now, promote, write_record
+from training.lifecycle.warm_start import checkpoint_path, merge_space, signature, transfer_weights
 from training.pipeline import build_net, load_checkpoint, save_checkpoint
-from training.promotion import Decision, compare_bundles, decide, now, promote, write_record
-from training.readers import iter_batches
-from training.spec import DatasetSpec, resolve_spec
-from training.trainer import fit
-from training.warm_start import checkpoint_path, merge_space, signature, transfer_weights
 
 log = logging.getLogger("training")
 

@@ -50,7 +50,7 @@ def retrain_cmd(
 ) -> None:
     """Train a candidate on new data, gate it against CURRENT (same eval rows, onnxruntime), promote or refuse."""
     from training.config import default_config
-    from training.retrain import retrain
+    from training.lifecycle.retrain import retrain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -103,8 +103,8 @@ def demo_cmd(
     import tempfile
 
     from training.config import default_config
-    from training.retrain import retrain
-    from training.synthetic import generate
+    from training.data.synthetic import generate
+    from training.lifecycle.retrain import retrain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = default_config("csv", model=model, preset=preset, epochs=epochs, batch_size=batch_size)
