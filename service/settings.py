@@ -29,8 +29,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
         description="Redis for feature ids; unset = embedded vocab read from the bundle.",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL names a node of a Redis Cluster (publish-vocab and lookups both use it).",
+    )
     redis_prefix: str = Field(
-        "dlf:", description="Key prefix; vocab hashes are <prefix>vocab:<version>:<field>."
+        "dlf:", description="Key prefix; vocab hashes are <prefix>vocab:{<version>}:<field>."
     )
     redis_socket_timeout_s: float = Field(0.25, gt=0, description="Redis connect/read timeout (fail fast).")
     redis_retry_backoff_s: float = Field(
@@ -100,6 +104,12 @@ class Settings(BaseSettings):
     )
     request_log_path: Path | None = Field(
         None, description="Append served requests as JSON lines here (unset = off)."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines on stdout: JSON objects (request_id, model_version, rows...) or text."
+    )
+    otel_enabled: bool = Field(
+        False, description="Trace requests with OpenTelemetry (exporter from the OTEL_* environment)."
     )
 
     @property

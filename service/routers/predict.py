@@ -11,7 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from service.batcher import ClientGone, Overloaded
 from service.encoding import assign_ids, parse_records
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.scoring import record_served
 from service.state import ServiceState, get_state
+from service.tracing import current_request_id
 
 router = APIRouter(tags=["predict"])
 
@@ -55,11 +57,8 @@ async def predict(
         except ClientGone as exc:
             raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail=str(exc)) from None
 
-    metrics = state.metrics
-    metrics.request_rows.observe(parsed.n_rows)
-    if lookup.degraded:
-        metrics.degraded_responses.inc()
-    request_id = uuid.uuid4().hex
+    record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
+    request_id = current_request_id() or uuid.uuid4().hex  # the caller's X-Request-ID when it sent one
     probabilities = probs.tolist()  # Python floats, exactly float(p) of each float32
     if state.request_log is not None:
         state.request_log.log(
