@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,10 +25,12 @@ from service.feature_store import build_feature_store
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import OrtOptions, load_model, resolve_version
+from service.provider_guard import check_provider
 from service.reloader import Reloader
 from service.request_log import RequestLogger
 from service.routers import admin, health, predict
 from service.settings import Settings
+from service.shutdown import DrainingMiddleware, install_sigterm_drain
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ async def _load(state: ServiceState) -> None:
         state.holder.swap(model)
         state.metrics.set_model(model.version, model.provider)
         log.info("serving %s with ONNX Runtime providers %s", model.version, model.providers)
+        check_provider(s.require_provider, model.provider, ort.get_available_providers())
     except Exception as exc:  # stay alive so /readyz can say why
         state.load_error = f"model load failed: {type(exc).__name__}: {exc}"
         log.exception("model load failed")
@@ -74,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await state.batcher.start()
     if s.request_log_path is not None:
         state.request_log = RequestLogger(s.request_log_path)
+    install_sigterm_drain(state, s.shutdown_grace_s)
     load_task = asyncio.create_task(_load(state), name="dlf-model-load")
     state.reloader = Reloader(state)
     await state.reloader.start()
@@ -136,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DrainingMiddleware, state=app.state.dlf)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # outermost: sees 413s
     return app
 

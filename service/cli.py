@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from service.bundle import load_schema, load_vocab, resolve_current
+from service.contract import load_schema, load_vocab, resolve_current
 from service.redis_store import connect, publish_vocab
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-probability service.")

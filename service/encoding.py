@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import OOV_ID, BundleSchema, FieldSchema, canonical_value
+from service.contract import OOV_ID, BundleSchema, FieldSchema, canonical_value
 
 MAX_REPORTED_ERRORS = 20
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import BundleSchema, load_schema, resolve_current
+from service.contract import BundleSchema, load_schema, resolve_current
+from service.provider_guard import preload_cuda_libraries
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ def load_model(
     wanted = choose_providers(
         ort.get_available_providers() if available_providers is None else available_providers
     )
+    if CUDA in wanted:
+        preload_cuda_libraries()
     session = ort.InferenceSession(
         str(bundle_dir / "model.onnx"),
         sess_options=session_options(intra_op_threads, inter_op_threads, options),

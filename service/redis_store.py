@@ -1,8 +1,7 @@
 """Feature ids in Redis, shared by all replicas, with an LRU cache in front.
 
-Layout: one hash per bundle version and field, ``<prefix>vocab:<version>:<field>``
-(canonical key -> id), plus ``<prefix>vocab-complete:<version>`` written last by
-``publish_vocab``. A request's cache misses are resolved in ONE round trip: a
+The key layout (one hash per bundle version and field, plus a completeness
+marker written last) and its writer ``publish_vocab`` live in ``service.contract``. A request's cache misses are resolved in ONE round trip: a
 MULTI/EXEC pipeline with an EXISTS on the marker and one HMGET per field.
 When Redis fails the store answers from its cache (misses -> OOV), reports
 ``degraded`` and retries after a short backoff, so it recovers on its own.
@@ -11,11 +10,9 @@ When Redis fails the store answers from its cache (misses -> OOV), reports
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from service.bundle import BundleSchema, load_schema, load_vocab
+from service.contract import BundleSchema, marker_key, publish_vocab, vocab_key
 from service.feature_store import Lookup, LRUCache, StoreStatus
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -33,14 +30,6 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = -1  # cached "not in the vocab" (only cached once the version's publish marker was seen)
 REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
-
-
-def vocab_key(prefix: str, version: str, field: str) -> str:
-    return f"{prefix}vocab:{version}:{field}"
-
-
-def marker_key(prefix: str, version: str) -> str:
-    return f"{prefix}vocab-complete:{version}"
 
 
 def connect(url: str, timeout_s: float = 0.25) -> aioredis.Redis:
@@ -52,44 +41,6 @@ def connect(url: str, timeout_s: float = 0.25) -> aioredis.Redis:
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-async def publish_vocab(
-    client: aioredis.Redis, bundle_dir: str | Path, prefix: str = "dlf:", chunk_size: int = 10_000
-) -> dict[str, int]:
-    """Copy a bundle's vocab into Redis; readers see all of it or (via the marker) none of it.
-
-    Hashes are filled under temporary names with pipelined HSET chunks, then
-    renamed into place together with the marker in one MULTI/EXEC.
-    Returns ``field -> number of values``.
-    """
-    bundle_dir = Path(bundle_dir)
-    schema = load_schema(bundle_dir)
-    token = f"{time.time_ns():x}"
-    counts: dict[str, int] = {}
-    renames: list[tuple[str, str]] = []
-    for f in schema.categorical:
-        vocab = load_vocab(bundle_dir, f)
-        final = vocab_key(prefix, schema.version, f.name)
-        tmp = f"{final}:publishing:{token}"
-        items = list(vocab.items())
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.delete(tmp)
-            for start in range(0, len(items), chunk_size):
-                pipe.hset(tmp, mapping=dict(items[start : start + chunk_size]))
-            await pipe.execute()
-        counts[f.name] = len(items)
-        if items:
-            renames.append((tmp, final))
-    marker = json.dumps({"fields": counts, "published_at": datetime.now(UTC).isoformat()})
-    async with client.pipeline(transaction=True) as pipe:
-        for f in schema.categorical:
-            pipe.delete(vocab_key(prefix, schema.version, f.name))
-        for tmp, final in renames:
-            pipe.rename(tmp, final)
-        pipe.set(marker_key(prefix, schema.version), marker)
-        await pipe.execute()
-    return counts
 
 
 class RedisFeatureStore:

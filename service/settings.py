@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract import reload_channel as default_reload_channel
+
 
 class Settings(BaseSettings):
     """Every knob of the online service; the table in docs/api.md documents each one."""
@@ -91,6 +93,16 @@ class Settings(BaseSettings):
     shadow_max_pending: int = Field(
         8, ge=1, description="Shadow comparisons queued at most; beyond that, sampled rows are skipped."
     )
+    require_provider: str | None = Field(
+        None,
+        description="Not ready unless this ONNX Runtime execution provider serves (e.g. CUDAExecutionProvider "
+        "or cuda); the GPU image sets it.",
+    )
+    shutdown_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, answer /readyz with 503 but keep serving this long before draining (0 = off).",
+    )
     request_log_path: Path | None = Field(
         None, description="Append served requests as JSON lines here (unset = off)."
     )
@@ -98,4 +110,4 @@ class Settings(BaseSettings):
     @property
     def reload_channel_name(self) -> str:
         """The pub/sub channel the service listens on and ``retrain`` publishes to."""
-        return self.reload_channel or f"{self.redis_prefix}reload"
+        return self.reload_channel or default_reload_channel(self.redis_prefix)

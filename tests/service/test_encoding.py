@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.bundle import BundleSchema
+from service.contract import BundleSchema
 from service.encoding import EncodingError, assign_ids, parse_records
 from service.testing import TINY_VOCAB, tiny_fields
 
