@@ -15,8 +15,8 @@ finished, so there is no timer anywhere:
 - a request is cut into chunks (at most ``max_batch_rows``, at least
   ``MIN_SPLIT_ROWS`` rows each) so idle workers share it, and put back together
   in order: a 100-row request on an idle 2-core service takes half the time;
-- admission control: when the queue's estimated wait (queued rows x the
-  measured seconds per row / workers) passes ``max_queue_ms``, or the queued
+- admission control: when the queue's estimated wait (the measured time of a
+  batch of queued rows / workers, see ``BatchCost``) passes ``max_queue_ms``, or the queued
   rows would pass ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once
   (the route answers 503 + Retry-After) instead of letting the client time out.
   An empty queue always admits;
@@ -100,6 +100,44 @@ class ClientWatch:
 
 
 @dataclass
+class BatchCost:
+    """Seconds of one batch as ``overhead + per_row * rows``, fitted on recent batches.
+
+    Exponentially weighted least squares (recent batches count most), because a
+    model's cost per call matters as much as its cost per row: a 4-member
+    ensemble spends most of a 1-row call on per-op overhead, so a per-row
+    average taken from small batches would overstate what a queue costs.
+    """
+
+    decay: float = 0.95
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self.n = d * self.n + 1.0
+        self.sx = d * self.sx + rows
+        self.sy = d * self.sy + seconds
+        self.sxx = d * self.sxx + rows * rows
+        self.sxy = d * self.sxy + rows * seconds
+
+    def seconds(self, rows: float) -> float:
+        """Predicted seconds of a ``rows``-row batch (0 before any batch ran)."""
+        if self.n == 0:
+            return 0.0
+        mean_x, mean_y = self.sx / self.n, self.sy / self.n
+        var = self.sxx / self.n - mean_x * mean_x
+        if var <= 1e-9 * max(1.0, mean_x * mean_x):  # one batch size seen so far: proportional model
+            return mean_y * rows / max(mean_x, 1.0)
+        per_row = max(0.0, (self.sxy / self.n - mean_x * mean_y) / var)
+        overhead = max(0.0, mean_y - per_row * mean_x)
+        return overhead + per_row * rows
+
+
+@dataclass
 class _Item:
     model: Runnable
     cat_ids: np.ndarray
@@ -145,7 +183,7 @@ class MicroBatcher:
         self.workers = workers or usable_cores()
         self.max_queued_rows = max_queued_rows  # 0 = unbounded
         self.max_queue_s = max_queue_ms / 1000.0  # 0 = unbounded
-        self.seconds_per_row = 0.0  # moving average over recent batches; 0 until one ran
+        self.cost = BatchCost()
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
@@ -188,8 +226,13 @@ class MicroBatcher:
             self._executor = None
 
     def estimated_wait_s(self, rows: int = 0) -> float:
-        """How long ``rows`` more would wait for a worker, from the measured seconds per row."""
-        return (self._pending_rows + rows) * self.seconds_per_row / self.workers
+        """How long the queue (plus ``rows`` more) takes to drain, from the measured batch cost.
+
+        The queued rows are spread over the workers (that is how free workers take
+        them), so the wait is the time of one batch of queued/workers rows.
+        """
+        queued = self._pending_rows + rows
+        return self.cost.seconds(queued / self.workers) if queued else 0.0
 
     def admit(self, rows: int) -> None:
         """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
@@ -326,14 +369,11 @@ class MicroBatcher:
 
     def _finished(self, running: asyncio.Future[np.ndarray], batch: list[_Item], started: float) -> None:
         self._running.discard(running)
-        rows = sum(item.rows for item in batch)
-        per_row = (time.perf_counter() - started) / rows
-        self.seconds_per_row = (
-            per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
-        )
         self._busy -= 1
         self.batches_run += 1
         exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
+        if exc is None:
+            self.cost.observe(sum(item.rows for item in batch), time.perf_counter() - started)
         if exc is not None:  # one bad batch fails its requests, not the worker
             for item in batch:
                 if not item.future.done():

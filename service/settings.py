@@ -60,9 +60,9 @@ class Settings(BaseSettings):
         description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no row bound).",
     )
     max_queue_ms: float = Field(
-        50.0,
+        250.0,
         ge=0,
-        description="Estimated queue wait (queued rows x measured s/row / workers) beyond which -> 503 (0 = off).",
+        description="Estimated queue wait (measured batch cost of the queued rows) beyond which -> 503 (0 = off).",
     )
     ort_intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."

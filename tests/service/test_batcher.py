@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import ClientGone, MicroBatcher, Overloaded, usable_cores
+from service.batcher import BatchCost, ClientGone, MicroBatcher, Overloaded, usable_cores
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -323,12 +323,14 @@ async def test_the_queue_wait_bound_uses_the_measured_cost_per_row(
     await batcher.start()
     try:
         await batcher.submit(gated, *free_rows(bundle_a, 4, 0))
-        assert batcher.seconds_per_row > 0  # measured from the batch that just ran
+        assert batcher.cost.seconds(4) > 0  # measured from the batch that just ran
         held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
         await wait_entered(gated)
         queued = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 10, 1)))
         await asyncio.sleep(0)
-        batcher.seconds_per_row = 0.005  # as if measured: 10 queued rows = 50 ms of work
+        batcher.cost = BatchCost()
+        batcher.cost.observe(10, 0.050)  # as if measured: 5 ms per row
+        batcher.cost.observe(20, 0.100)
         small = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 5, 2)))  # 75 ms: admitted
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
@@ -353,3 +355,12 @@ async def test_a_big_request_is_shared_by_idle_workers(bundle_a: TinyBundle, cou
     assert counting.calls == [50, 50, 40]
     np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
     assert small.shape == (40,)
+
+
+def test_batch_cost_separates_per_call_overhead_from_per_row_cost() -> None:
+    cost = BatchCost()
+    assert cost.seconds(100) == 0.0  # nothing measured yet: admit
+    for rows in (1, 8, 32, 1, 64, 16):
+        cost.observe(rows, 0.010 + 0.001 * rows)
+    assert cost.seconds(1) == pytest.approx(0.011, rel=1e-6)
+    assert cost.seconds(100) == pytest.approx(0.110, rel=1e-6)
