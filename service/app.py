@@ -77,6 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_wait_ms=s.max_wait_ms,
         workers=s.inference_workers,
         max_queued_rows=s.max_queued_rows,
+        max_queue_ms=s.max_queue_ms,
         metrics=state.metrics,
     )
     await state.batcher.start()
