@@ -23,10 +23,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-pr
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (each loads the model).")] = 1,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Also uvicorn's own plain request line (the JSON service.access line is always written)."
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL."""
+    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL.
+
+    One process: its inference pool already runs a batch per core (DLF_INFERENCE_WORKERS).
+    To scale out, run more replicas behind a load balancer (docs/deploy.md), not more
+    uvicorn workers: those would each hold a model and a Prometheus registry of their own.
+    """
     import uvicorn
 
     from service.logs import configure_logging
@@ -38,9 +48,8 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         log_level=log_level,
-        access_log=False,  # service.access logs each request with request_id, model_version, rows
+        access_log=access_log,
     )
 
 

@@ -106,6 +106,22 @@ class ServiceMetrics:
             "dlf_served_probability", "Served click probabilities per row, by model version.", PROB_BUCKETS
         )
         r.register(self.served_probability)
+        self.queued_rows = Gauge(
+            "dlf_queued_rows", "Rows waiting for a free inference worker (admission bound).", registry=r
+        )
+        self.inference_workers = Gauge(
+            "dlf_inference_workers", "Inference worker threads of the pool.", registry=r
+        )
+        self.rejected_requests = Counter(
+            "dlf_rejected_requests",
+            "Requests answered 503 + Retry-After because the inference queue was full.",
+            registry=r,
+        )
+        self.dropped_requests = Counter(
+            "dlf_dropped_requests",
+            "Requests dropped before inference because their client had disconnected.",
+            registry=r,
+        )
         self.cache_hits = Counter(
             "dlf_feature_cache_hits", "Feature id lookups served by the cache.", registry=r
         )
