@@ -149,9 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
-    app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled
-    )  # outermost: ids + access log on all
+    # outermost: request id, trace context and access log on every response (413/503 included)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled)
     install_openapi(app)
     install_method_not_allowed(app)
     if settings.otel_enabled:
