@@ -21,12 +21,13 @@ from fastapi.responses import JSONResponse
 from service.batcher import MicroBatcher
 from service.encoding import EncodingError
 from service.feature_store import build_feature_store
+from service.impressions import ImpressionLogger
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import load_model, resolve_version
 from service.reloader import Reloader
 from service.request_log import RequestLogger
-from service.routers import admin, health, predict
+from service.routers import admin, feedback, health, predict
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -71,7 +72,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await state.batcher.start()
     if s.request_log_path is not None:
-        state.request_log = RequestLogger(s.request_log_path)
+        state.request_log = RequestLogger(
+            s.request_log_path,
+            max_bytes=s.request_log_max_bytes,
+            backups=s.request_log_backups,
+            on_drop=state.metrics.loop.request_log_dropped.inc,
+        )
+    state.impressions = ImpressionLogger.from_settings(s, state.metrics)
+    if state.impressions is not None:
+        await state.impressions.start()
     load_task = asyncio.create_task(_load(state), name="dlf-model-load")
     state.reloader = Reloader(state)
     await state.reloader.start()
@@ -82,6 +91,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(load_task, return_exceptions=True)
         await state.reloader.stop()
         await state.batcher.stop()
+        if state.impressions is not None:
+            await state.impressions.stop()
         await state.store.close()
         if state.request_log is not None:
             state.request_log.close()
@@ -119,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
 
     @app.exception_handler(EncodingError)
     async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
@@ -130,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     known = {
         getattr(r, "path", "")
-        for router in (predict.router, health.router, admin.router)
+        for router in (predict.router, health.router, admin.router, feedback.router)
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

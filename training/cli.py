@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality|retrain|demo``."""
+"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality|retrain|demo|collect``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from training.collect_cli import register as register_collect_command
 from training.retrain_cli import register as register_lifecycle_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train CTR models and write ONNX bundles.")
@@ -208,6 +209,7 @@ def bench_quality(
 
 
 register_lifecycle_commands(app)
+register_collect_command(app)
 
 if __name__ == "__main__":
     app()

@@ -30,6 +30,7 @@ from training.dataset import PreparedData, prepare_data
 from training.device import dist_info_from_env, init_distributed, seed_everything, select_device
 from training.export import export_onnx
 from training.metrics import auc_logloss
+from training.reliability import reliability_table
 from training.spec import resolve_spec
 from training.trainer import FitResult, evaluate, fit
 from training.vocab import FeatureSpace
@@ -128,6 +129,7 @@ def train_on(
         "preset": cfg.preset,
         "valid": valid,
         "valid_uncalibrated": raw_valid,
+        "calibration": reliability_table(y, valid_probs),  # ECE + bins of the exported model on valid
         "temperature": temperature,
         "members": [
             {

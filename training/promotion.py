@@ -29,6 +29,7 @@ from service.bundle import CAT_INPUT, NUM_INPUT, PROB_OUTPUT, atomic_write_text,
 from service.registry import prune_versions, set_current
 from training.evaluate import space_from_bundle
 from training.metrics import auc_logloss
+from training.reliability import reliability_table
 
 log = logging.getLogger("training")
 
@@ -60,7 +61,8 @@ def score_bundle(bundle_dir: str | Path, batches: Iterable[pa.RecordBatch]) -> d
         ps.append(p)
     if not ys:
         raise ValueError("evaluation set holds no rows")
-    return auc_logloss(np.concatenate(ys), np.concatenate(ps))
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    return auc_logloss(y, p) | {"ece": reliability_table(y, p)["ece"]}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Response
 
 from service.encoding import assign_ids, parse_records
+from service.impressions import new_impressions
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.state import ServiceState, get_state
 
@@ -53,6 +54,9 @@ async def predict(
                 "probabilities": probabilities,
             }
         )
+    batch, impression_ids = new_impressions(parsed.n_rows)
+    if state.impressions is not None:  # queued only: never waits on Redis, never fails the response
+        state.impressions.log(batch, model.version, rows, probabilities)
     if state.shadow is not None:  # detached task: never delays or fails this response
         state.shadow.submit(store, rows, probabilities)
     response.headers["X-Request-ID"] = request_id
@@ -60,6 +64,7 @@ async def predict(
         request_id=request_id,
         model_version=model.version,
         probabilities=probabilities,
+        impression_ids=impression_ids,
         oov_fields=oov,
         degraded=lookup.degraded,
     )
