@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from service.metrics import ServiceMetrics
@@ -66,6 +67,14 @@ def parse_impression_id(impression_id: str) -> tuple[str, int] | None:
     """``(batch, row)`` of a well-formed impression id, else None (reported as unknown)."""
     m = IMPRESSION_ID.match(impression_id)
     return (m.group(1), int(m.group(2))) if m else None
+
+
+def _dumps(value: Any) -> bytes:
+    """orjson (the writer's main cost, ~10x faster than json); json for what it refuses (ints > 64 bit)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, default=str).encode()
 
 
 def now_ms() -> int:
@@ -216,20 +225,14 @@ class ImpressionLogger:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for e in entries:
-                    probs = json.dumps(e.probabilities)
+                    probs = orjson.dumps(e.probabilities)
                     pipe.xadd(
                         self.stream,
-                        {
-                            "b": e.batch,
-                            "v": e.version,
-                            "t": e.at_ms,
-                            "p": probs,
-                            "rows": json.dumps(e.rows, default=str),
-                        },
+                        {"b": e.batch, "v": e.version, "t": e.at_ms, "p": probs, "rows": _dumps(e.rows)},
                         maxlen=self.maxlen,
                         approximate=True,
                     )
-                    record = f'{{"v": {json.dumps(e.version)}, "t": {e.at_ms}, "p": {probs}}}'
+                    record = orjson.dumps({"v": e.version, "t": e.at_ms})[:-1] + b',"p":' + probs + b"}"
                     pipe.set(impression_key(self.prefix, e.batch), record, ex=self.ttl_s)
                 await pipe.execute()
         except REDIS_FAILURES as exc:

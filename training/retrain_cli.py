@@ -1,7 +1,8 @@
 """``python -m training.cli retrain``: the retraining job as a command (registered by ``training/cli.py``).
 
 Exit status: 0 promoted, 3 refused by the gate (the candidate stays in the
-registry with its ``promotion.json``), 2 bad input.
+registry with its ``promotion.json``), 2 bad input. ``--collected DIR`` trains on
+``collect`` shards, alone or mixed with ``--data`` (docs/closed-loop.md).
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ import socket
 import httpx
 import pytest
 import redis
-from conftest import REDIS_URL
 from prometheus_client import generate_latest
 
 from service.impressions import feedback_key, impression_key, stream_key
 from service.request_log import RequestLogger
 from service.testing import VERSION_A, TinyBundle
 
+REDIS_URL = "redis://127.0.0.1:6379"  # the shared Redis; every test uses its own key prefix
 ROWS = [
     {"user": "u1", "item": 266, "daytime": "morning", "city": "paris", "price": 3.5, "rating": 4},
     {"user": "u9", "item": "1.5", "daytime": None, "city": "rome", "price": None, "rating": "2"},
