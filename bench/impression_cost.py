@@ -118,6 +118,10 @@ def main(
                             f"server {cpu[name][-1]:.0f} us CPU/row, redis {redis_cpu[name][-1]:.1f} us CPU/row",
                             flush=True,
                         )
+                batch_mean = {
+                    name: metric_sum(url, "dlf_batch_rows_sum") / metric_sum(url, "dlf_batch_rows_count")
+                    for name, url in urls.items()
+                }
                 logged = metric_sum(on_url, "dlf_impressions_logged_total")
                 dropped = metric_sum(on_url, "dlf_impressions_dropped_total")
                 served = metric_sum(on_url, "dlf_request_rows_sum")
@@ -147,7 +151,8 @@ def main(
         f"Throughput cost of logging: **{cost:.1%}** (median rows/s on/off = {on / off:.3f}). "
         f"CPU cost per row: service **{cpu_cost:+.1%}**, service + redis-server {total_cost:+.1%}. The 'on' server "
         f"logged {logged:,.0f} of {served:,.0f} served rows ({dropped:,.0f} dropped) in "
-        f"{stream_entries:,} stream entries.",
+        f"{stream_entries:,} stream entries. Mean rows per ONNX Runtime batch: off "
+        f"{batch_mean['off']:.0f}, on {batch_mean['on']:.0f}.",
     ]
     table = "\n".join(lines) + "\n"
     print(table)

@@ -3,7 +3,8 @@
 ``/predict`` gives every row an impression id ``<batch>-<row>`` (``batch`` is a
 fresh uuid4 hex per request) and hands the request to ``ImpressionLogger.log``,
 which only appends to an in-memory queue (or drops and counts). A background
-task serialises queued requests and writes them in one pipeline per batch:
+task writes queued requests in one pipeline per batch (it lingers up to
+``linger_s`` for more requests, so a round trip carries many):
 
 - ``XADD <prefix>impressions MAXLEN ~ N * b <batch> v <version> t <ms> p <json probs> rows <json records>``
   (one entry per request; ``collect`` reads it in order);
@@ -83,11 +84,14 @@ def now_ms() -> int:
 
 @dataclass
 class _Entry:
+    """One request, already serialised: bytes are not tracked by the cyclic GC (see ``log``)."""
+
     batch: str
     version: str
     at_ms: int
-    rows: Sequence[dict[str, Any]]
-    probabilities: list[float]
+    n_rows: int
+    rows: bytes
+    probabilities: bytes
 
 
 class ImpressionLogger:
@@ -104,6 +108,7 @@ class ImpressionLogger:
         max_pending: int = 10_000,
         retry_backoff_s: float = 1.0,
         write_batch: int = 256,
+        linger_s: float = 0.05,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.client = client
@@ -118,6 +123,8 @@ class ImpressionLogger:
         self.metrics = metrics
         self._queue: deque[_Entry] = deque()
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()  # set by flush() and by a full write batch: write now
+        self.linger_s = linger_s
         self._task: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self._down = False
@@ -158,9 +165,15 @@ class ImpressionLogger:
         if len(self._queue) >= self.max_pending:
             self._count("queue_full", n)
             return False
-        self._queue.append(_Entry(batch, version, now_ms(), rows, probabilities))
+        # Serialised here (orjson: ~0.3 us per row) rather than in the writer: queued row dicts
+        # outlive their request, get promoted to older GC generations and made every collection
+        # dearer (measured: +25 % CPU per row at 100 rows x 8 connections); bytes are not tracked.
+        entry = _Entry(batch, version, now_ms(), n, _dumps(rows), orjson.dumps(probabilities))
+        self._queue.append(entry)
         self._enqueued += 1
         self._wakeup.set()
+        if len(self._queue) >= self.write_batch:
+            self._urgent.set()
         return True
 
     def _count(self, reason: str, rows: int) -> None:
@@ -189,7 +202,7 @@ class ImpressionLogger:
                 await self._task
             self._task = None
         if self._queue:
-            self._count("shutdown", sum(len(e.probabilities) for e in self._queue))
+            self._count("shutdown", sum(e.n_rows for e in self._queue))
             self._queue.clear()
         await self.client.aclose()
 
@@ -201,6 +214,7 @@ class ImpressionLogger:
     async def flush(self, timeout_s: float = 1.0) -> None:
         """Wait until everything queued before this call was written or dropped (TimeoutError after)."""
         target = self._enqueued
+        self._urgent.set()  # no lingering for company while someone waits
         async with asyncio.timeout(timeout_s):
             while self._done < target:
                 self._done_changed.clear()
@@ -212,23 +226,32 @@ class ImpressionLogger:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if len(self._queue) < self.write_batch and not self._urgent.is_set():
+                # linger: one round trip for many requests costs less CPU than one per request
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.linger_s)
+            self._urgent.clear()
             batch = [self._queue.popleft() for _ in range(min(self.write_batch, len(self._queue)))]
-            await self._write(batch)
+            try:
+                await self._write(batch)
+            except Exception:  # a bug must not stop the writer: drop this batch, keep serving
+                log.exception("impression log: batch not written")
+                self._count("error", sum(e.n_rows for e in batch))
             self._done += len(batch)
             self._done_changed.set()
 
     async def _write(self, entries: list[_Entry]) -> None:
-        rows = sum(len(e.probabilities) for e in entries)
+        rows = sum(e.n_rows for e in entries)
         if time.monotonic() < self._down_until:
             self._count("redis_down", rows)
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for e in entries:
-                    probs = orjson.dumps(e.probabilities)
+                    probs = e.probabilities
                     pipe.xadd(
                         self.stream,
-                        {"b": e.batch, "v": e.version, "t": e.at_ms, "p": probs, "rows": _dumps(e.rows)},
+                        {"b": e.batch, "v": e.version, "t": e.at_ms, "p": probs, "rows": e.rows},
                         maxlen=self.maxlen,
                         approximate=True,
                     )

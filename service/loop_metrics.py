@@ -30,7 +30,7 @@ class ClosedLoopMetrics:
         )
         self.impressions_dropped = Counter(
             "dlf_impressions_dropped",
-            "Impressions (rows) not logged: redis_error, redis_down (backoff), queue_full, shutdown.",
+            "Impressions (rows) not logged: redis_error, redis_down (backoff), queue_full, shutdown, error.",
             ["reason"],
             registry=r,
         )
