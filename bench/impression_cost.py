@@ -1,15 +1,18 @@
 """Cost of impression logging: the same service with the impression log on and off, side by side.
 
-    .venv/bin/python -m bench.impression_cost [--registry R] [--rounds 5] [--seconds 8] \
-        [--concurrency 8] [--rows 100] [--out docs/closed-loop-bench.md]
+    .venv/bin/python -m bench.impression_cost [--registry R] [--rounds 8] [--seconds 6] \
+        [--concurrency 8] [--rows 100] [--out FILE]
 
-Two real uvicorn processes over the same bundle and the same private redis-server
-(Redis feature store in both); the only difference is ``DLF_IMPRESSIONS_ENABLED``.
-This process is the load generator (the servers run in their own processes):
-``concurrency`` HTTP clients each send ``rows``-row /predict requests back to back.
-Rounds alternate off/on so drifting machine load hits both alike; the table gives
-the median rows/s per configuration and the ratio. ``dlf_impressions_logged_total``
-and ``dlf_impressions_dropped_total`` of the "on" server are read back so a run that
+Real uvicorn processes over the same bundle and the same private redis-server (Redis
+feature store in all); the only difference is ``DLF_IMPRESSIONS_ENABLED``. Each
+round drives one "off" and one "on" server AT THE SAME TIME, each from its own
+load-generator process (``concurrency`` HTTP clients sending ``rows``-row /predict
+requests back to back), so both see the same machine load. Two such pairs are
+started, one "off" first and one "on" first, and rounds alternate between them, so
+start order cannot favour a side. Reported per configuration: rows/s and the uvicorn
+process's CPU time per row (from /proc), medians over rounds, and the median of the
+per-round on/off ratios. ``dlf_impressions_logged_total`` and
+``dlf_impressions_dropped_total`` of the "on" servers are read back, so a run that
 silently dropped impressions cannot pass as cheap. Without --registry the tiny test
 bundle is used: its inference is nearly free, so logging's share of the cost is the
 largest it can be (a conservative bound for real models).
@@ -18,8 +21,11 @@ largest it can be (a conservative bound for real models).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # Process helpers shared with the end-to-end tests (real uvicorn / redis-server on free ports).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from serving_support import RedisServer, publish_with_cli, uvicorn_server  # noqa: E402
+from serving_support import REPO, RedisServer, publish_with_cli, uvicorn_server  # noqa: E402
 
 from bench.serving_load import drive, sample_rows  # noqa: E402
 from service.testing import write_tiny_bundle  # noqa: E402
@@ -66,93 +72,109 @@ def metric_sum(url: str, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
+def start_generator(
+    url: str, registry: Path, rows: int, concurrency: int, seconds: float
+) -> subprocess.Popen:
+    """A load-generator process of its own (this module with --drive); prints its result as JSON."""
+    cmd = [sys.executable, "-m", "bench.impression_cost", "--drive", url, "--registry", str(registry)]
+    cmd += ["--rows", str(rows), "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def run_drive(url: str, registry: Path, rows: int, concurrency: int, seconds: float) -> None:
+    pool = sample_rows(registry, 4000)
+    with contextlib.suppress(statistics.StatisticsError):  # warm-up (too few answers for quantiles is fine)
+        asyncio.run(drive(url, pool, rows, concurrency, 2.0))
+    res = asyncio.run(drive(url, pool, rows, concurrency, seconds))
+    print(json.dumps({"rows_per_s": res.rows_per_s, "errors": res.errors, "p50_ms": res.p50_ms}))
+
+
 @app.command()
 def main(
     registry: Path | None = typer.Option(None, help="bundle registry (default: the tiny test bundle)"),
-    rounds: int = typer.Option(5, min=1, help="off/on rounds"),
-    seconds: float = typer.Option(8.0, help="seconds of load per configuration and round"),
-    concurrency: int = typer.Option(8, help="concurrent HTTP clients"),
+    rounds: int = typer.Option(8, min=2, help="rounds (one off + one on server driven at once in each)"),
+    seconds: float = typer.Option(6.0, help="seconds of load per round"),
+    concurrency: int = typer.Option(8, help="concurrent HTTP clients per server"),
     rows: int = typer.Option(100, help="rows per /predict request"),
     out: Path | None = typer.Option(None, help="write the markdown result here"),
+    drive_url: str | None = typer.Option(None, "--drive", hidden=True, help="internal: be a load generator"),
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    if drive_url is not None:
+        assert registry is not None
+        run_drive(drive_url, registry, rows, concurrency, seconds)
+        return
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         reg = registry
         if reg is None:
             reg = work / "registry"
             write_tiny_bundle(reg)
-        pool = sample_rows(reg, 4000)
         server = RedisServer(work)
         server.start()
-        try:
-            publish_with_cli(reg, server.url, PREFIX)
-            base = {"DLF_REGISTRY": str(reg), "REDIS_URL": server.url, "DLF_REDIS_PREFIX": PREFIX}
-            off_env = {**base, "DLF_IMPRESSIONS_ENABLED": "false"}
-            on_env = {**base, "DLF_IMPRESSIONS_ENABLED": "true"}
-            results: dict[str, list[float]] = {"off": [], "on": []}
-            cpu: dict[str, list[float]] = {"off": [], "on": []}  # server CPU us per row
-            redis_cpu: dict[str, list[float]] = {"off": [], "on": []}  # redis-server CPU us per row
-            with (
-                uvicorn_server(off_env, work / "off.log") as off_url,
-                uvicorn_server(on_env, work / "on.log") as on_url,
-            ):
-                urls = {"off": off_url, "on": on_url}
-                pids = {name: uvicorn_pid(url) for name, url in urls.items()}
-                assert server.proc is not None
-                for url in urls.values():  # warm-up: caches, connections, first batches
-                    asyncio.run(drive(url, pool, rows, concurrency, 1.0))
-                for r in range(rounds):
-                    for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                        rows_before = metric_sum(urls[name], "dlf_request_rows_sum")
-                        cpu0, rcpu0 = cpu_seconds(pids[name]), cpu_seconds(server.proc.pid)
-                        res = asyncio.run(drive(urls[name], pool, rows, concurrency, seconds))
-                        cpu1, rcpu1 = cpu_seconds(pids[name]), cpu_seconds(server.proc.pid)
-                        done_rows = metric_sum(urls[name], "dlf_request_rows_sum") - rows_before
-                        if res.errors:
-                            raise RuntimeError(f"{res.errors} failed requests ({name}, round {r})")
-                        results[name].append(res.rows_per_s)
-                        cpu[name].append((cpu1 - cpu0) / done_rows * 1e6)
-                        redis_cpu[name].append((rcpu1 - rcpu0) / done_rows * 1e6)
-                        print(
-                            f"round {r + 1} logging {name}: {res.rows_per_s:,.0f} rows/s, "
-                            f"server {cpu[name][-1]:.0f} us CPU/row, redis {redis_cpu[name][-1]:.1f} us CPU/row",
-                            flush=True,
-                        )
-                batch_mean = {
-                    name: metric_sum(url, "dlf_batch_rows_sum") / metric_sum(url, "dlf_batch_rows_count")
-                    for name, url in urls.items()
-                }
-                logged = metric_sum(on_url, "dlf_impressions_logged_total")
-                dropped = metric_sum(on_url, "dlf_impressions_dropped_total")
-                served = metric_sum(on_url, "dlf_request_rows_sum")
-            with redis.Redis.from_url(server.url) as client:
-                stream_entries = client.xlen(f"{PREFIX}impressions")
-        finally:
-            server.stop()
-    off, on = statistics.median(results["off"]), statistics.median(results["on"])
-    cost = 1.0 - on / off
-    med = {k: statistics.median(v) for k, v in cpu.items()}
-    rmed = {k: statistics.median(v) for k, v in redis_cpu.items()}
-    cpu_cost = med["on"] / med["off"] - 1.0
-    total_cost = (med["on"] + rmed["on"]) / (med["off"] + rmed["off"]) - 1.0
+        stack.callback(server.stop)
+        publish_with_cli(reg, server.url, PREFIX)
+        base = {"DLF_REGISTRY": str(reg), "REDIS_URL": server.url, "DLF_REDIS_PREFIX": PREFIX}
+        env = {
+            "off": {**base, "DLF_IMPRESSIONS_ENABLED": "false"},
+            "on": {**base, "DLF_IMPRESSIONS_ENABLED": "true"},
+        }
+        pairs = []  # pair 0 started off-then-on, pair 1 on-then-off
+        for order in (("off", "on"), ("on", "off")):
+            urls = {
+                n: stack.enter_context(uvicorn_server(env[n], work / f"{n}-{len(pairs)}.log")) for n in order
+            }
+            pairs.append(urls)
+        pids = {u: uvicorn_pid(u) for urls in pairs for u in urls.values()}
+        rps: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}  # uvicorn CPU us per row
+        for r in range(rounds):
+            urls = pairs[r % 2]
+            before = {
+                n: (metric_sum(u, "dlf_request_rows_sum"), cpu_seconds(pids[u])) for n, u in urls.items()
+            }
+            gens = {n: start_generator(u, reg, rows, concurrency, seconds) for n, u in urls.items()}
+            outs = {n: json.loads(g.communicate(timeout=seconds + 120)[0]) for n, g in gens.items()}
+            for n, u in urls.items():
+                if outs[n]["errors"]:
+                    raise RuntimeError(f"{outs[n]['errors']} failed requests ({n}, round {r + 1})")
+                served = metric_sum(u, "dlf_request_rows_sum") - before[n][0]
+                rps[n].append(outs[n]["rows_per_s"])
+                cpu[n].append((cpu_seconds(pids[u]) - before[n][1]) / served * 1e6)
+            print(
+                f"round {r + 1} (pair {r % 2}): off {rps['off'][-1]:,.0f} rows/s ({cpu['off'][-1]:.1f} us "
+                f"CPU/row), on {rps['on'][-1]:,.0f} rows/s ({cpu['on'][-1]:.1f} us CPU/row)",
+                flush=True,
+            )
+        on_urls = [urls["on"] for urls in pairs]
+        logged = sum(metric_sum(u, "dlf_impressions_logged_total") for u in on_urls)
+        dropped = sum(metric_sum(u, "dlf_impressions_dropped_total") for u in on_urls)
+        served_on = sum(metric_sum(u, "dlf_request_rows_sum") for u in on_urls)
+        with redis.Redis.from_url(server.url) as client:
+            stream_entries = client.xlen(f"{PREFIX}impressions")
+    ratio = statistics.median(on / off for on, off in zip(rps["on"], rps["off"], strict=True))
+    cpu_ratio = statistics.median(on / off for on, off in zip(cpu["on"], cpu["off"], strict=True))
+    med = {n: statistics.median(v) for n, v in rps.items()}
+    cmed = {n: statistics.median(v) for n, v in cpu.items()}
     lines = [
-        f"{concurrency} concurrent clients x {rows} rows per request, {rounds} alternating rounds of "
-        f"{seconds:.0f} s, one uvicorn worker each, ORT 1 intra-op thread, Redis feature store in both, "
-        f"bundle: {'tiny test bundle' if registry is None else registry}.",
+        f"{concurrency} HTTP clients x {rows} rows per request per server; {rounds} rounds of {seconds:.0f} s, "
+        "in each an 'off' and an 'on' server driven at the same time, each by its own load-generator "
+        "process (two pairs, started in opposite order, alternating); one uvicorn worker each, ORT 1 "
+        "intra-op thread, Redis feature store in all, bundle: "
+        f"{'tiny test bundle' if registry is None else registry}.",
         "",
-        "| impression logging | rows/s (median) | rows/s per round | server CPU us/row (median) "
-        "| redis-server CPU us/row (median) |",
-        "|---|---|---|---|---|",
-        f"| off | {off:,.0f} | {', '.join(f'{x:,.0f}' for x in results['off'])} | {med['off']:.1f} "
-        f"| {rmed['off']:.2f} |",
-        f"| on | {on:,.0f} | {', '.join(f'{x:,.0f}' for x in results['on'])} | {med['on']:.1f} "
-        f"| {rmed['on']:.2f} |",
+        "| impression logging | rows/s (median) | rows/s per round | uvicorn CPU us/row (median) |",
+        "|---|---|---|---|",
+    ]
+    for n in ("off", "on"):
+        per_round = ", ".join(f"{x:,.0f}" for x in rps[n])
+        lines.append(f"| {n} | {med[n]:,.0f} | {per_round} | {cmed[n]:.1f} |")
+    lines += [
         "",
-        f"Throughput cost of logging: **{cost:.1%}** (median rows/s on/off = {on / off:.3f}). "
-        f"CPU cost per row: service **{cpu_cost:+.1%}**, service + redis-server {total_cost:+.1%}. The 'on' server "
-        f"logged {logged:,.0f} of {served:,.0f} served rows ({dropped:,.0f} dropped) in "
-        f"{stream_entries:,} stream entries. Mean rows per ONNX Runtime batch: off "
-        f"{batch_mean['off']:.0f}, on {batch_mean['on']:.0f}.",
+        f"Throughput with logging on / off, median of per-round ratios: **{ratio:.3f}** "
+        f"(cost {1 - ratio:.1%}); CPU per row on / off: {cpu_ratio:.3f} (cost {cpu_ratio - 1:+.1%}). "
+        f"The 'on' servers logged {logged:,.0f} of {served_on:,.0f} served rows ({dropped:,.0f} dropped) "
+        f"in {stream_entries:,} stream entries.",
     ]
     table = "\n".join(lines) + "\n"
     print(table)
