@@ -13,14 +13,23 @@ HOST=${DLF_HOST:-127.0.0.1}
 PORT=${DLF_PORT:-8000}
 
 install() {
-  [ -x "$PY" ] || python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  if [ ! -x "$PY" ]; then
+    py=$(command -v python3.11 || true)
+    if [ -z "$py" ]; then
+      echo "Python 3.11 is required (python3.11 not found); e.g. apt-get install python3.11 python3.11-venv" >&2
+      exit 1
+    fi
+    "$py" -m venv "$VENV"
+  fi
   # Re-install only when the dependency list changed.
-  stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  stamp="$VENV/.installed-$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     "$PY" -m pip install -q --upgrade pip
-    # torch pinned: 2.13.0 is the CPU wheel on disk; any other spec pulls a multi-GB CUDA build.
-    "$PY" -m pip install -q torch==2.13.0
-    "$PY" -m pip install -q -e ".[cpu,dev]"
+    # torch pinned to the CPU build: a wheel already on disk (pip's find-links) when there is one,
+    # else PyTorch's CPU wheel index; plain PyPI would pull the multi-GB CUDA build.
+    "$PY" -m pip install -q --no-index torch==2.13.0 2>/dev/null ||
+      "$PY" -m pip install -q torch==2.13.0 --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+    "$PY" -m pip install -q -e ".[serve,train,dev]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
@@ -29,6 +38,12 @@ install() {
 ensure_redis() {
   if command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     return
+  fi
+  if ! command -v redis-server >/dev/null; then
+    echo "redis-server is not installed; the tests need a real Redis. Install it with:" >&2
+    echo "  sudo apt-get install redis-server     # Debian/Ubuntu" >&2
+    echo "  brew install redis                    # macOS" >&2
+    exit 1
   fi
   echo "starting redis-server on 127.0.0.1:6379"
   mkdir -p /tmp/dlf-redis

@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
+from bench.bench_quality import default_rows, frappe_data  # noqa: E402
 from model import describe  # noqa: E402
-from training.bench_quality import default_rows, frappe_data  # noqa: E402
-from training.bundle_writer import write_bundle  # noqa: E402
-from training.calibration import fit_temperature, predict_logits  # noqa: E402
+from training.bundle.export import export_onnx  # noqa: E402
+from training.bundle.writer import write_bundle  # noqa: E402
 from training.config import default_config  # noqa: E402
-from training.device import select_device  # noqa: E402
-from training.export import export_onnx  # noqa: E402
-from training.metrics import auc_logloss  # noqa: E402
+from training.fitting.calibration import fit_temperature, predict_logits  # noqa: E402
+from training.fitting.device import select_device  # noqa: E402
+from training.fitting.metrics import auc_logloss  # noqa: E402
 from training.pipeline import build_net, member_configs, train_on, wrap_members  # noqa: E402
 
 FRAPPE = Path(__file__).resolve().parents[2] / "shared/data/frappe/frappe.dev.libfm"

@@ -21,7 +21,7 @@ import torch
 import typer
 
 from model import build_model, describe, preset
-from training.export import export_onnx, parity_inputs
+from training.bundle.export import export_onnx, parity_inputs
 
 FRAPPE_CARDINALITIES = [958, 4083, 8, 8, 4, 4, 3, 10, 81, 234]
 ROWS = [("dlf", "small"), ("dlf", "paper"), ("lr", "small"), ("deepfm", "small"), ("wukong", "small")]

@@ -26,7 +26,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from serving_support import RedisServer, publish_with_cli, uvicorn_server  # noqa: E402
 
-from service.bundle import load_schema, load_vocab, resolve_current  # noqa: E402
+from service.contract import load_schema, load_vocab, resolve_current  # noqa: E402
 
 app = typer.Typer(add_completion=False)
 
@@ -89,7 +89,7 @@ def ensure_registry(registry: Path | None, workdir: Path) -> Path:
     if registry is not None:
         return registry
     from training import train_bundle
-    from training.synthetic import generate
+    from training.data.synthetic import generate
 
     files = generate(workdir / "data", rows=20_000, seed=0)
     out = workdir / "registry"

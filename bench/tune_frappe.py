@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from training.bench_quality import BenchRow, frappe_data, run_rows  # noqa: E402
+from bench.bench_quality import BenchRow, frappe_data, run_rows  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
 BASE = dict(model="dlf", preset="small", epochs=12, patience=2, eval_every=0.5)

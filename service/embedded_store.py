@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from service.bundle import BundleSchema, load_vocab
+from service.contract import BundleSchema, load_vocab
 from service.feature_store import Lookup, StoreStatus
 
 

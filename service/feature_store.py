@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from service.bundle import BundleSchema
+from service.contract import BundleSchema
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 

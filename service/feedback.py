@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from service.impressions import feedback_key, impression_key, parse_impression_id
+from service.contract import feedback_key, impression_key, parse_impression_id
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ async def record_feedback(
     if not wanted:
         return out
     batches = list(dict.fromkeys(b for _, b, _, _ in wanted))
-    records = await client.mget([impression_key(prefix, b) for b in batches])
+    async with client.pipeline(transaction=False) as pipe:  # GETs, not MGET: keys in many cluster slots
+        for b in batches:
+            pipe.get(impression_key(prefix, b))
+        records = await pipe.execute()
     served = {b: json.loads(r) for b, r in zip(batches, records, strict=True) if r is not None}
     known: list[tuple[str, str, int, bool]] = []
     for item in wanted:

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections import deque
@@ -34,40 +33,20 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from service.contract import impression_key, impressions_stream_key
 from service.metrics import ServiceMetrics
 from service.redis_store import REDIS_FAILURES, connect
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IMPRESSION_ID = re.compile(r"^([0-9a-f]{32})-(\d{1,5})$")
-
-
-def stream_key(prefix: str) -> str:
-    """The impression stream (one entry per logged request)."""
-    return f"{prefix}impressions"
-
-
-def impression_key(prefix: str, batch: str) -> str:
-    """Per-request record read by /feedback; ``{batch}`` is a Redis Cluster hash tag."""
-    return f"{prefix}imp:{{{batch}}}"
-
-
-def feedback_key(prefix: str, batch: str) -> str:
-    """Hash row index -> ``"<0|1>:<ms>"``: the first feedback event of each impression of a request."""
-    return f"{prefix}fb:{{{batch}}}"
+stream_key = impressions_stream_key  # short name used by the service and its tests
 
 
 def new_impressions(n_rows: int) -> tuple[str, list[str]]:
     """A fresh batch id and one impression id per row (``<batch>-<row>``)."""
     batch = uuid.uuid4().hex
     return batch, [f"{batch}-{i}" for i in range(n_rows)]
-
-
-def parse_impression_id(impression_id: str) -> tuple[str, int] | None:
-    """``(batch, row)`` of a well-formed impression id, else None (reported as unknown)."""
-    m = IMPRESSION_ID.match(impression_id)
-    return (m.group(1), int(m.group(2))) if m else None
 
 
 def _dumps(value: Any) -> bytes:
@@ -139,7 +118,7 @@ class ImpressionLogger:
         if not settings.impressions_enabled or url is None:
             return None
         return cls(
-            connect(url, settings.redis_socket_timeout_s),
+            connect(url, settings.redis_socket_timeout_s, cluster=settings.redis_cluster),
             prefix=settings.redis_prefix,
             maxlen=settings.impressions_maxlen,
             ttl_s=settings.impressions_ttl_s,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.bundle import atomic_write_text
+from service.contract import atomic_write_text
 from service.testing import write_tiny_bundle
 
 VERSION_CORRUPT = "20250103T000000Z-cccccccc"

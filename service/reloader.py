@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -31,10 +30,17 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from service.bundle import VERSION_PATTERN, list_versions, read_current, resolve_current
-from service.model_holder import LoadedModel, load_model
-from service.redis_store import marker_key
-from service.registry import previous_version, set_current
+from service.contract import (
+    VERSION_PATTERN,
+    ReloadNotice,
+    list_versions,
+    marker_key,
+    previous_version,
+    read_current,
+    resolve_current,
+    set_current,
+)
+from service.model_holder import LoadedModel, OrtOptions, load_model
 from service.shadow import ShadowScorer
 from service.state import ServiceState
 
@@ -153,16 +159,12 @@ class Reloader:
 
     async def _on_notice(self, payload: str) -> None:
         try:
-            notice = json.loads(payload) if payload.strip() else {}
-        except json.JSONDecodeError:
-            log.warning("ignoring reload notice that is not JSON: %.200r", payload)
-            return
-        version = notice.get("version") if isinstance(notice, dict) else None
-        if version is not None and not isinstance(version, str):
-            log.warning("ignoring reload notice with a non-string version: %.200r", payload)
+            notice = ReloadNotice.parse(payload)
+        except ValueError as exc:
+            log.warning("ignoring reload notice: %s", exc)
             return
         with contextlib.suppress(ReloadRefused):
-            await self.reload(version, source="pubsub")
+            await self.reload(notice.version, source="pubsub")
 
     # --- reload / rollback -----------------------------------------------------------
 
@@ -191,8 +193,7 @@ class Reloader:
             model = await asyncio.to_thread(
                 load_model,
                 bundle_dir,
-                intra_op_threads=s.ort_intra_op_threads,
-                inter_op_threads=s.ort_inter_op_threads,
+                options=OrtOptions.from_settings(s),
             )
         except Exception as exc:
             raise self._refuse(f"bundle {version} failed to load: {type(exc).__name__}: {exc}") from exc
@@ -300,7 +301,9 @@ class Reloader:
         client = getattr(self.state.store, "client", None)
         if not (s.redis_url and s.reload_pubsub) or client is None:
             return None
-        payload = json.dumps({"version": version, "reason": reason, "at": datetime.now(UTC).isoformat()})
+        payload = ReloadNotice(
+            version, previous=self._served[-1] if self._served else None, reason=reason
+        ).to_json()
         try:
             return int(await client.publish(s.reload_channel_name, payload))
         except Exception as exc:

@@ -38,6 +38,7 @@ class ServiceState:
     reloader: Reloader | None = None
     shadow: ShadowScorer | None = None
     impressions: ImpressionLogger | None = None  # closed loop: None without Redis
+    draining: bool = False  # SIGTERM received: /readyz says 503 (service/shutdown.py)
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
         """The current model and the parts needed to answer, or 503 while loading."""

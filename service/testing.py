@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.bundle import (
+from service.contract import (
     CAT_INPUT,
     NUM_INPUT,
     PROB_OUTPUT,

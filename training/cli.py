@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.cli train|evaluate|export|generate|bench-quality|retrain|demo|collect``."""
+"""Command line: ``python -m training.cli train|evaluate|export|generate|retrain|demo|collect``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from training.collect_cli import register as register_collect_command
-from training.retrain_cli import register as register_lifecycle_commands
+from training.lifecycle.cli import register as register_lifecycle_commands
+from training.lifecycle.collect_cli import register as register_collect_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train CTR models and write ONNX bundles.")
 
@@ -149,7 +149,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """AUC / logloss of a bundle's ONNX model (onnxruntime) on a labelled file."""
-    from training.evaluate import evaluate_bundle
+    from training.bundle.evaluate import evaluate_bundle
 
     try:
         result = evaluate_bundle(bundle, data, fmt=fmt.value, schema_path=schema)
@@ -180,32 +180,10 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="csv|parquet")] = "csv",
 ) -> None:
     """Write deterministic synthetic CTR data and its schema file."""
-    from training.synthetic import generate as gen
+    from training.data.synthetic import generate as gen
 
     files = gen(out_dir, rows=rows, seed=seed, fmt=fmt)  # type: ignore[arg-type]
     typer.echo(json.dumps({"data": str(files.data), "schema": str(files.schema), "rows": files.rows}))
-
-
-@app.command("bench-quality")
-def bench_quality(
-    data: Annotated[Path, typer.Option(help="Frappe dev slice")] = Path(
-        "../shared/data/frappe/frappe.dev.libfm"
-    ),
-    out: Annotated[Path, typer.Option(help="markdown report")] = Path("docs/quality.md"),
-    only: Annotated[list[str] | None, typer.Option(help="run only these rows (repeatable)")] = None,
-    skip_paper: Annotated[bool, typer.Option("--skip-paper", help="leave out the paper preset")] = False,
-    results: Annotated[Path, typer.Option(help="JSON lines of finished rows (resumable)")] = Path(
-        "runs/bench-quality.jsonl"
-    ),
-    no_run: Annotated[
-        bool, typer.Option("--no-run", help="only render rows that already have results")
-    ] = False,
-) -> None:
-    """Frappe comparison (README protocol): DLF presets, ablations, baselines -> docs/quality.md."""
-    from training.bench_quality import run_bench
-
-    _setup_logging()
-    run_bench(data, out, only=only, skip_paper=skip_paper, results_path=results, train_missing=not no_run)
 
 
 register_lifecycle_commands(app)

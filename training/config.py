@@ -37,6 +37,9 @@ class TrainConfig:
     amp: bool | None = None  # None = automatic (on with CUDA)
     ensemble: int = 1  # train this many members (seeds seed, seed+1, ...) and average their logits
     calibrate: bool = False  # fit one temperature on the valid logits after training (AUC unchanged)
+    distill_alpha: float = 0.5  # weight of the hard-label loss when a teacher is given (1 - alpha: soft)
+    distill_temperature: float = 1.0  # teacher and student logits divided by this in the soft loss
+    ema_decay: float | None = None  # keep an exponential moving average of the weights; evaluate/export it
 
     def __post_init__(self) -> None:
         checks = {
@@ -51,6 +54,9 @@ class TrainConfig:
             "eval_batch_size": self.eval_batch_size >= 1,
             "plateau_factor": 0 < self.plateau_factor <= 1,
             "ensemble": self.ensemble >= 1,
+            "distill_alpha": 0 <= self.distill_alpha <= 1,
+            "distill_temperature": self.distill_temperature > 0,
+            "ema_decay": self.ema_decay is None or 0 < self.ema_decay < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -22,18 +22,18 @@ from torch import nn
 
 from model import ModelConfig, build_model, describe
 from model.ensemble import LogitAverage, TemperatureScaled
-from service.bundle import FieldSchema
-from training.bundle_writer import git_commit, write_bundle
-from training.calibration import fit_temperature, predict_logits
+from service.contract import FieldSchema
+from training.bundle.export import export_onnx
+from training.bundle.writer import git_commit, write_bundle
 from training.config import TrainConfig, default_config
-from training.dataset import PreparedData, prepare_data
-from training.device import dist_info_from_env, init_distributed, seed_everything, select_device
-from training.export import export_onnx
-from training.metrics import auc_logloss
-from training.reliability import reliability_table
-from training.spec import resolve_spec
-from training.trainer import FitResult, evaluate, fit
-from training.vocab import FeatureSpace
+from training.data.dataset import PreparedData, prepare_data
+from training.data.spec import resolve_spec
+from training.data.vocab import FeatureSpace
+from training.fitting.calibration import fit_temperature, predict_logits
+from training.fitting.device import dist_info_from_env, init_distributed, seed_everything, select_device
+from training.fitting.metrics import auc_logloss
+from training.fitting.reliability import reliability_table
+from training.fitting.trainer import FitResult, evaluate, fit
 
 log = logging.getLogger("training")
 

@@ -8,7 +8,6 @@ import contextlib
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from service.encoding import EncodingError, FieldError
 from service.feedback import record_feedback
 from service.impressions import now_ms
 from service.redis_store import REDIS_FAILURES
@@ -16,6 +15,7 @@ from service.schemas import ErrorResponse
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["feedback"])
+MAX_EVENTS = 10_000  # per request; in the schema, so a schema-valid body is an accepted one
 
 FEEDBACK_EXAMPLE = {
     "events": [
@@ -35,7 +35,9 @@ class FeedbackEvent(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [FEEDBACK_EXAMPLE]})
 
-    events: list[FeedbackEvent] = Field(min_length=1, description="At most DLF_FEEDBACK_MAX_EVENTS.")
+    events: list[FeedbackEvent] = Field(
+        min_length=1, max_length=MAX_EVENTS, description="1 to 10,000 events."
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -51,6 +53,7 @@ class FeedbackResponse(BaseModel):
     "/feedback",
     response_model=FeedbackResponse,
     responses={
+        400: {"model": ErrorResponse, "description": "Body is not parseable JSON."},
         413: {"model": ErrorResponse, "description": "Body larger than DLF_MAX_BODY_BYTES."},
         422: {"model": ErrorResponse, "description": "Invalid body; names the event index and field."},
         503: {
@@ -61,10 +64,6 @@ class FeedbackResponse(BaseModel):
 )
 async def feedback(body: FeedbackRequest, state: ServiceState = Depends(get_state)) -> FeedbackResponse:
     """Join click events with logged impressions. Unknown and duplicate ids are reported, not errors."""
-    limit = state.settings.feedback_max_events
-    if len(body.events) > limit:
-        problem = FieldError(None, "events", f"too many events: {len(body.events)} > max {limit}")
-        raise EncodingError([problem], "event")
     logger = state.impressions
     if logger is None:
         raise HTTPException(

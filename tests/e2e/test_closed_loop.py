@@ -41,8 +41,8 @@ from serving_support import (
 from service.bundle import read_current
 from service.testing import write_tiny_bundle
 from training.config import TrainConfig
-from training.retrain import retrain
-from training.synthetic import SCHEMA, synthetic_table
+from training.data.synthetic import SCHEMA, synthetic_table
+from training.lifecycle.retrain import retrain
 
 pytestmark = pytest.mark.e2e
 

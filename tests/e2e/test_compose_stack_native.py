@@ -17,8 +17,8 @@ import pytest
 import yaml
 from serving_support import REPO, RedisServer, free_port, predict, uvicorn_server
 
-from service.bundle import read_current
-from training.synthetic import generate
+from service.contract import read_current
+from training.data.synthetic import generate
 
 pytestmark = [
     pytest.mark.e2e,

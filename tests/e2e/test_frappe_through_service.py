@@ -11,10 +11,10 @@ import pytest
 from serving_support import REPO, TINY_DLF, predict, uvicorn_server
 from sklearn.metrics import roc_auc_score
 
+from training.bundle.evaluate import evaluate_bundle
 from training.config import TrainConfig
-from training.evaluate import evaluate_bundle
+from training.data.spec import FRAPPE_FIELDS
 from training.pipeline import train_bundle
-from training.spec import FRAPPE_FIELDS
 
 pytestmark = pytest.mark.e2e
 FRAPPE = REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"

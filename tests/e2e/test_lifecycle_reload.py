@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from serving_support import predict, sample_records, uvicorn_server
 
-from service.bundle import read_current
+from service.contract import read_current
 from service.lifecycle_testing import corrupt_bundle, other_schema_bundle
 from service.testing import VERSION_A, VERSION_B, TinyBundle, write_tiny_bundle
 

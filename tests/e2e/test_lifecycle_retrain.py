@@ -25,14 +25,13 @@ import yaml
 from serving_support import REPO, TINY_DLF, RedisServer, predict, uvicorn_server
 
 from model import build_model, preset
-from service.bundle import list_versions, read_current
+from service.contract import list_versions, pointer_history, read_current
 from service.redis_store import marker_key
-from service.registry import pointer_history
 from training.config import TrainConfig
-from training.retrain import retrain
-from training.synthetic import SCHEMA, synthetic_table
-from training.vocab import FeatureSpace
-from training.warm_start import merge_space, transfer_weights
+from training.data.synthetic import SCHEMA, synthetic_table
+from training.data.vocab import FeatureSpace
+from training.lifecycle.retrain import retrain
+from training.lifecycle.warm_start import merge_space, transfer_weights
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +145,7 @@ def test_retrain_cli_refuses_with_exit_code_and_reason(data: dict[str, Path], tm
 
 
 def test_warm_start_keeps_ids_and_copies_rows() -> None:
-    from service.bundle import FieldSchema
+    from service.contract import FieldSchema
 
     def space(users: list[str], items: list[str]) -> FeatureSpace:
         fields = [

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from serving_support import REPO, RedisServer, predict, publish_with_cli, sample_records, uvicorn_server
 
-from service.registry import set_current
+from service.contract import set_current
 from service.testing import VERSION_A, VERSION_B, TinyBundle, write_tiny_bundle
 
 pytestmark = pytest.mark.e2e

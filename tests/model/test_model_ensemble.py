@@ -12,7 +12,7 @@ import torch
 
 from model import build_model, preset
 from model.ensemble import LogitAverage, TemperatureScaled
-from training.export import export_onnx, parity_inputs
+from training.bundle.export import export_onnx, parity_inputs
 
 TINY = dict(embedding_dim=8, num_layers=1, num_tokens=4, rank=4, block_hidden=16, head_hidden=16)
 CARDS = [5, 7, 3]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from service.bundle import (
+from service.contract import (
     MISSING_TOKEN,
     BundleSchema,
     FieldSchema,

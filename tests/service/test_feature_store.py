@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.bundle import load_schema
+from service.contract import load_schema
 from service.embedded_store import EmbeddedFeatureStore
 from service.feature_store import FeatureStore, LRUCache, build_feature_store
 from service.redis_store import RedisFeatureStore

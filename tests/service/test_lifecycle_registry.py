@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from service.bundle import list_versions, read_current
-from service.registry import pointer_history, previous_version, prune_versions, set_current
+from service.contract import (
+    list_versions,
+    pointer_history,
+    previous_version,
+    prune_versions,
+    read_current,
+    set_current,
+)
 from service.testing import write_tiny_bundle
 
 VERSIONS = [f"2025010{d}T000000Z-{c * 8}" for d, c in zip(range(1, 7), "abcdef", strict=True)]

@@ -8,7 +8,7 @@ import socket
 import pytest
 import redis.asyncio as aioredis
 
-from service.bundle import load_schema
+from service.contract import load_schema
 from service.metrics import ServiceMetrics
 from service.redis_store import RedisFeatureStore, connect, marker_key, publish_vocab, vocab_key
 from service.testing import TINY_VOCAB, VERSION_A, TinyBundle

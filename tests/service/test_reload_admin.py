@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import read_current
+from service.contract import pointer_history, read_current
 from service.lifecycle_testing import corrupt_bundle, other_schema_bundle
-from service.registry import pointer_history
 from service.testing import VERSION_A, VERSION_B, TinyBundle
 
 TOKEN = "s3cret-token"

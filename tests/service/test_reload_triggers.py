@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from service.bundle import write_current
+from service.contract import set_current, write_current
 from service.lifecycle_testing import other_schema_bundle
 from service.redis_store import connect, publish_vocab
-from service.registry import set_current
 from service.testing import VERSION_A, VERSION_B, TinyBundle
 
 REDIS_URL = "redis://127.0.0.1:6379"

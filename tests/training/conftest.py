@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training.config import TrainConfig
-from training.synthetic import SyntheticFiles, generate
+from training.data.synthetic import SyntheticFiles, generate
 
 torch.set_num_threads(1)
 

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-import training.bundle_writer as bw
-from service.bundle import VERSION_PATTERN, list_versions, load_schema, load_vocab, read_current
+import training.bundle.writer as bw
+from service.contract import VERSION_PATTERN, list_versions, load_schema, load_vocab, read_current
+from training.bundle.evaluate import evaluate_bundle
 from training.config import TrainConfig
-from training.evaluate import evaluate_bundle
+from training.data.synthetic import SyntheticFiles
 from training.pipeline import export_checkpoint, train_bundle, train_bundle_outcome
-from training.synthetic import SyntheticFiles
 
 
 def _train(syn: SyntheticFiles, registry: Path, cfg: TrainConfig, **kw: object) -> Path:
@@ -100,7 +100,7 @@ def test_parity_failure_aborts_the_bundle(
     tiny_cfg: Callable[..., TrainConfig],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import training.export as ex
+    import training.bundle.export as ex
 
     real = ex.torch_probabilities
     monkeypatch.setattr(ex, "torch_probabilities", lambda net, feeds: real(net, feeds) + 1e-3)

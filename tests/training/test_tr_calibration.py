@@ -13,11 +13,11 @@ import torch
 from scipy.special import expit
 
 from model.ensemble import LogitAverage, TemperatureScaled
-from training.calibration import fit_temperature
 from training.config import TrainConfig, default_config
-from training.metrics import auc_logloss
+from training.data.synthetic import SyntheticFiles
+from training.fitting.calibration import fit_temperature
+from training.fitting.metrics import auc_logloss
 from training.pipeline import export_checkpoint, load_checkpoint, train_bundle_outcome
-from training.synthetic import SyntheticFiles
 
 
 def _toy(scale: float, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:

@@ -22,9 +22,9 @@ from service.feedback import record_feedback
 from service.impressions import ImpressionLogger, new_impressions, now_ms
 from service.redis_store import connect
 from service.testing import VERSION_A, write_tiny_bundle
-from training.collect import STATE_FILE, collect, read_state
-from training.collected import collected_dataset
-from training.reliability import plot_reliability, reliability_table
+from training.fitting.reliability import plot_reliability, reliability_table
+from training.lifecycle.collect import STATE_FILE, collect, read_state
+from training.lifecycle.collected import collected_dataset
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROWS = [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import fingerprint_files, prepare_data
-from training.spec import resolve_spec
-from training.synthetic import generate
+from training.data.dataset import fingerprint_files, prepare_data
+from training.data.spec import resolve_spec
+from training.data.synthetic import generate
 
 
 def test_memmap_encoding_equals_in_memory(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.config import FRAPPE_DEFAULTS, TrainConfig, default_config
-from training.device import DistInfo, dist_info_from_env, select_device
+from training.fitting.device import DistInfo, dist_info_from_env, select_device
 
 
 def test_cuda_branch_uses_amp_bf16_when_supported() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model import build_model, preset
-from training.export import ExportParityError, check_parity, export_onnx, parity_inputs
+from training.bundle.export import ExportParityError, check_parity, export_onnx, parity_inputs
 
 TINY = dict(embedding_dim=8, num_layers=1, num_tokens=4, rank=4, block_hidden=16, head_hidden=16)
 

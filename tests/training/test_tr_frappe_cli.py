@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.bundle import list_versions, load_schema, read_current
+from service.contract import list_versions, load_schema, read_current
 from training.cli import app
-from training.spec import FRAPPE_FIELDS
+from training.data.spec import FRAPPE_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 FRAPPE = REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.readers import count_rows, iter_batches
-from training.spec import (
+from training.data.readers import count_rows, iter_batches
+from training.data.spec import (
     CRITEO_CATEGORICAL,
     CRITEO_NUMERIC,
     FRAPPE_FIELDS,

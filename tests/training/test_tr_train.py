@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from training.config import TrainConfig
-from training.dataset import prepare_data, split_rows
-from training.device import select_device
+from training.data.dataset import prepare_data, split_rows
+from training.data.spec import resolve_spec
+from training.data.synthetic import SyntheticFiles, synthetic_table
+from training.fitting.device import select_device
+from training.fitting.trainer import evaluate, fit
 from training.pipeline import build_net, train_on
-from training.spec import resolve_spec
-from training.synthetic import SyntheticFiles, synthetic_table
-from training.trainer import evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_seeded_runs_are_identical(data, tiny_cfg: Callable[..., TrainConfig]) -
 
 
 def test_embedding_l2_shrinks_embeddings(data, tiny_cfg: Callable[..., TrainConfig]) -> None:  # type: ignore[no-untyped-def]
-    from training.trainer import embedding_params
+    from training.fitting.trainer import embedding_params
 
     cpu = select_device(cuda_available=False)
     norms = []

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from service.bundle import MISSING_TOKEN, canonical_value
-from training.spec import DatasetSpec, FieldSpec
-from training.vocab import StatsBuilder, build_feature_space, canonical, normalise
+from service.contract import MISSING_TOKEN, canonical_value
+from training.data.spec import DatasetSpec, FieldSpec
+from training.data.vocab import StatsBuilder, build_feature_space, canonical, normalise
 
 
 def _batch(**cols: list) -> pa.RecordBatch:  # type: ignore[type-arg]

@@ -1,0 +1,1 @@
+"""Stage 2, fitting: device choice, the training loop (incl. distillation and weight averaging), calibration, metrics."""

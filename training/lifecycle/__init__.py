@@ -1,0 +1,1 @@
+"""Stage 4, lifecycle: retrain a candidate, warm start from CURRENT, the promotion gate and its record."""
