@@ -16,7 +16,7 @@ for target in "$@"; do
     else extra=(--find-links "${TORCH_CPU_WHEELS:-https://download.pytorch.org/whl/cpu/torch/}"); fi
   fi
   # --isolated: PyPI as the lock was compiled against, not this host's pip configuration.
-  $PIP download --isolated --quiet --no-deps --only-binary=:all: \
+  $PIP download --isolated --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \

@@ -33,7 +33,12 @@ FAST = ["--epochs", "2", "--batch-size", "256", "--cpu"]  # keep the CPU test sh
 
 def compose_config() -> dict:
     """`docker-compose config`: the file with every ${VAR} resolved, as the engine would see it."""
-    env = {**os.environ, "DLF_ADMIN_TOKEN": ADMIN_TOKEN, "DLF_TRAIN_FILE": "synthetic.csv"}
+    env = {
+        **os.environ,
+        "DLF_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLF_TRAIN_FILE": "synthetic.csv",
+        "GRAFANA_ADMIN_PASSWORD": "unused",
+    }
     done = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config"],
         cwd=REPO,
@@ -77,6 +82,7 @@ def start_prometheus(tmp_path: Path, api_target: str) -> tuple[subprocess.Popen,
     job["static_configs"] = [{"targets": [api_target]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
+    shutil.copy(REPO / "deploy/prometheus/alerts.yml", tmp_path / "alerts.yml")  # rule_files is relative
     check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     port = free_port()
