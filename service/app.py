@@ -78,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_wait_ms=s.max_wait_ms,
         workers=s.inference_workers,
         max_queued_rows=s.max_queued_rows,
+        max_queue_ms=s.max_queue_ms,
         metrics=state.metrics,
     )
     await state.batcher.start()
@@ -160,9 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
-    app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled
-    )  # outermost: ids + access log on all
+    # outermost: request id, trace context and access log on every response (413/503 included)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled)
     install_openapi(app)
     install_method_not_allowed(app)
     if settings.otel_enabled:

@@ -59,9 +59,14 @@ class Settings(BaseSettings):
         0, ge=0, description="Inference worker threads, each running whole batches (0 = usable cores)."
     )
     max_queued_rows: int = Field(
-        1024,
+        0,
         ge=0,
-        description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no bound).",
+        description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no row bound).",
+    )
+    max_queue_ms: float = Field(
+        250.0,
+        ge=0,
+        description="Estimated queue wait (measured batch cost of the queued rows) beyond which -> 503 (0 = off).",
     )
     ort_intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."

@@ -54,5 +54,6 @@ class ServiceState:
             yield model, store, batcher
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request."""
     return request.app.state.dlf
