@@ -98,6 +98,7 @@ def main(
     concurrency: int = typer.Option(8, help="concurrent HTTP clients per server"),
     rows: int = typer.Option(100, help="rows per /predict request"),
     out: Path | None = typer.Option(None, help="write the markdown result here"),
+    aa: bool = typer.Option(False, "--aa", help="A/A run: logging off on both sides (the noise floor)"),
     drive_url: str | None = typer.Option(None, "--drive", hidden=True, help="internal: be a load generator"),
 ) -> None:
     if drive_url is not None:
@@ -117,7 +118,7 @@ def main(
         base = {"DLF_REGISTRY": str(reg), "REDIS_URL": server.url, "DLF_REDIS_PREFIX": PREFIX}
         env = {
             "off": {**base, "DLF_IMPRESSIONS_ENABLED": "false"},
-            "on": {**base, "DLF_IMPRESSIONS_ENABLED": "true"},
+            "on": {**base, "DLF_IMPRESSIONS_ENABLED": "false" if aa else "true"},
         }
         pairs = []  # pair 0 started off-then-on, pair 1 on-then-off
         for order in (("off", "on"), ("on", "off")):
@@ -160,8 +161,9 @@ def main(
         f"{concurrency} HTTP clients x {rows} rows per request per server; {rounds} rounds of {seconds:.0f} s, "
         "in each an 'off' and an 'on' server driven at the same time, each by its own load-generator "
         "process (two pairs, started in opposite order, alternating); one uvicorn worker each, ORT 1 "
-        "intra-op thread, Redis feature store in all, bundle: "
-        f"{'tiny test bundle' if registry is None else registry}.",
+        "intra-op thread, Redis feature store in all, "
+        + ("A/A RUN: logging off on both sides ('on' is a second 'off'), bundle: " if aa else "bundle: ")
+        + f"{'tiny test bundle' if registry is None else registry}.",
         "",
         "| impression logging | rows/s (median) | rows/s per round | uvicorn CPU us/row (median) |",
         "|---|---|---|---|",

@@ -82,6 +82,8 @@ def start_prometheus(tmp_path: Path, api_target: str) -> tuple[subprocess.Popen,
     job["static_configs"] = [{"targets": [api_target]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
+    for rules in config.get("rule_files", []):  # alerts.yml is mounted next to prometheus.yml
+        shutil.copy(REPO / "deploy/prometheus" / rules, tmp_path / rules)
     check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     port = free_port()
