@@ -99,6 +99,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         rl = rob["reloads"]
         failed = rl["requests"] - rl["ok"]
         reload_ok = all(a[0] == 200 and a[1] == "ok" for a in rl["reload_answers"])
+        reload_ok &= bool(rl.get("load_ran_through_all_reloads"))
         out.append(
             (
                 "10 hot reloads under load: 0 failed requests",
@@ -191,7 +192,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         "shared redis-server under a fresh prefix), default settings "
         f"({meta.get('service_info')}). Naive peer: bench/naive_peer.py (plain `def` endpoint, one "
         "`session.run` per request, dict vocab, no batching, no Redis). Load: bench/load_client.py in its "
-        f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, 2 s client timeout, "
+        f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, {meta['timeout']:.0f} s client timeout, "
         "Retry-After honoured; service and peer alternate cell by cell. rows/s counts 200 answers only; "
         "p50/p99 are of 200 answers.",
         "",
