@@ -205,7 +205,7 @@ def summarise(record: Record, rows_per_request: int, wall_s: float) -> dict:
         "max_503_ms": float(shed.max()) if shed.size else None,
         "retry_after_on_503": record.retry_after_ok,
         "timeouts": int((status == 0).sum()),
-        "errors": int(((status != 200) & (status != 503)).sum()),
+        "errors": int(((status != 200) & (status != 503) & (status != 0)).sum()),  # timeouts counted apart
         "not_sent_no_connection": int((status == -2).sum()),
         "other_status": sorted({int(s) for s in status if s not in (200, 503, 0, -1, -2)}),
         "wall_s": wall_s,

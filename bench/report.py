@@ -97,7 +97,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     rob = result.get("robustness")
     if rob:
         rl = rob["reloads"]
-        failed = rl["requests"] - rl["ok"]
+        failed = rl["requests"] - rl["ok"]  # anything but 200
         reload_ok = all(a[0] == 200 and a[1] == "ok" for a in rl["reload_answers"])
         reload_ok &= bool(rl.get("load_ran_through_all_reloads"))
         out.append(
@@ -108,7 +108,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             )
         )
         ro = rob["redis_outage"]
-        five = ro["status_503"] + ro["errors"] + ro["timeouts"]
+        five = ro["status_503"] + ro["errors"] + ro["timeouts"]  # errors exclude timeouts
         out.append(
             (
                 "Redis stopped under load: 0 5xx (degraded answers)",
