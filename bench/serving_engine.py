@@ -5,7 +5,8 @@
 On one bundle (the registry's CURRENT unless --version), with Frappe rows read from
 --data, it runs:
 
-1. the raw-ORT ceiling (bench/ort_ceiling.py: one session per core, one process each);
+1. the raw-ORT ceiling (bench/ort_ceiling.py: one session per core, one process each), right
+   before the cells of each request size;
 2. this service (``python -m service.cli serve``, Redis backend: the vocab is published to
    --redis-url under a fresh key prefix, removed afterwards) and the naive peer
    (bench/naive_peer.py under uvicorn), both up at once, cell after cell alternating, so
@@ -225,11 +226,7 @@ def main(
             r: write_bodies(records, r, work / f"bodies-{r}.jsonl") for r in set(row_sizes + [overload_rows])
         }
 
-        print(f"ceiling on {version}", flush=True)
-        ceilings = {str(r): ceiling(bundle, r, max(2.0, seconds / 2)) for r in row_sizes}
-        for r, c in ceilings.items():
-            print(f"  batch {r}: {c['rows_per_s']:,.0f} rows/s over {c['procs']} processes", flush=True)
-
+        ceilings: dict[str, Any] = {}  # measured right before each row size's cells: same neighbours
         prefix = f"bench-{uuid.uuid4().hex[:10]}:"
         publish(registry, version, redis_url, prefix)
         service_env = {
@@ -248,6 +245,10 @@ def main(
                 wait_ready(svc)
                 meta["service_info"] = httpx.get(f"{svc}/info").json().get("batching")
                 for r in row_sizes:
+                    ceilings[str(r)] = c_r = ceiling(bundle, r, max(2.0, seconds / 2))
+                    print(
+                        f"ceiling  {r:5d} rows: {c_r['rows_per_s']:9,.0f} rows/s ({c_r['procs']} processes)"
+                    )
                     for c in conn_counts:
                         for name, url in (("service", svc), ("naive", naive)):
                             res = load(url, bodies[r], r, c, seconds, warmup, timeout=timeout)
