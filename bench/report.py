@@ -130,7 +130,10 @@ def _plots(result: dict[str, Any], img: Path) -> list[str]:
     cells = result["cells"]
     rows_list = sorted({c["rows"] for c in cells})
     conns_list = sorted({c["conns"] for c in cells})
-    fig, axes = plt.subplots(1, len(conns_list), figsize=(4.2 * len(conns_list), 3.6), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(conns_list), figsize=(4.2 * len(conns_list), 3.6), sharey=True, squeeze=False
+    )
+    axes = axes[0]
     for ax, conns in zip(axes, conns_list, strict=True):
         for server, style in (("service", "o-"), ("naive", "s--")):
             ax.plot(
