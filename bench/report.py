@@ -17,6 +17,10 @@ def _cell(result: dict[str, Any], server: str, rows: int, conns: int) -> dict[st
     raise KeyError((server, rows, conns))
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs > 0 else ("peer served nothing" if ours > 0 else "-")
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
@@ -33,7 +37,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         for r in rows_list
         for c in conns_list
     }
-    worst = min(ratios, key=ratios.get)
+    worst = min(ratios, key=lambda k: ratios[k])
     out.append(
         (
             "service >= 1.0x the naive peer's rows/s in every cell",
@@ -56,7 +60,11 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         ok &= best >= 0.8 * ceil
         parts.append(f"{r} rows: {best:,.0f} / {ceil:,.0f} = {best / ceil:.2f}x")
     out.append(
-        ("at >= 100 rows/request, service >= 0.8x the raw-ORT all-cores ceiling", ok, "; ".join(parts))
+        (
+            "at >= 100 rows/request, service (best over connections) >= 0.8x the raw-ORT all-cores ceiling",
+            ok,
+            "; ".join(parts),
+        )
     )
     s11, n11 = _cell(result, "service", 1, 1), _cell(result, "naive", 1, 1)
     out.append(
@@ -211,7 +219,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
                 f"| {r} x {c} | {s['rows_per_s']:,.0f} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
                 f"{s['status_503']} | {s['timeouts'] + s['errors']} | {n['rows_per_s']:,.0f} | "
                 f"{_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['timeouts'] + n['errors']} | "
-                f"{s['rows_per_s'] / max(n['rows_per_s'], 1e-9):.2f}x | {ceil:,.0f} | {s['rows_per_s'] / ceil:.2f}x |"
+                f"{_ratio(s['rows_per_s'], n['rows_per_s'])} | {ceil:,.0f} | {s['rows_per_s'] / ceil:.2f}x |"
             )
     ov = result["overload"]
     lines += [
