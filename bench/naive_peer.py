@@ -16,7 +16,7 @@ import onnxruntime as ort
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from service.bundle import canonical_value, load_schema, load_vocab
+from service.contract import canonical_value, load_schema, load_vocab
 
 BUNDLE = os.environ["NAIVE_BUNDLE"]
 schema = load_schema(BUNDLE)

@@ -42,7 +42,7 @@ import typer
 
 from bench.report import write_report
 from service.batcher import usable_cores
-from service.bundle import resolve_current
+from service.contract import resolve_current
 
 REPO = Path(__file__).resolve().parents[1]
 FRAPPE = REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"

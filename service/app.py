@@ -22,16 +22,22 @@ from fastapi.responses import JSONResponse
 from service.batcher import MicroBatcher, Overloaded
 from service.encoding import EncodingError
 from service.feature_store import build_feature_store
+from service.impressions import ImpressionLogger
+from service.logs import configure_logging
+from service.method_not_allowed import install_method_not_allowed
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import OrtOptions, load_model, resolve_version
 from service.provider_guard import check_provider
 from service.reloader import Reloader
 from service.request_log import RequestLogger
-from service.routers import admin, health, predict
+from service.routers import admin, feedback, health, predict, v2
 from service.settings import Settings
 from service.shutdown import DrainingMiddleware, install_sigterm_drain
 from service.state import ServiceState
+from service.telemetry import instrument
+from service.tracing import RequestContextMiddleware
+from service.typed_openapi import install_openapi
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +83,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await state.batcher.start()
     if s.request_log_path is not None:
-        state.request_log = RequestLogger(s.request_log_path)
+        state.request_log = RequestLogger(
+            s.request_log_path,
+            max_bytes=s.request_log_max_bytes,
+            backups=s.request_log_backups,
+            on_drop=state.metrics.loop.request_log_dropped.inc,
+        )
     install_sigterm_drain(state, s.shutdown_grace_s)
+    state.impressions = ImpressionLogger.from_settings(s, state.metrics)
+    if state.impressions is not None:
+        await state.impressions.start()
     load_task = asyncio.create_task(_load(state), name="dlf-model-load")
     state.reloader = Reloader(state)
     await state.reloader.start()
@@ -89,6 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(load_task, return_exceptions=True)
         await state.reloader.stop()
         await state.batcher.stop()
+        if state.impressions is not None:
+            await state.impressions.stop()
         await state.store.close()
         if state.request_log is not None:
             state.request_log.close()
@@ -130,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
+    app.include_router(v2.router)
 
     @app.exception_handler(EncodingError)
     async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
@@ -141,21 +159,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     known = {
         getattr(r, "path", "")
-        for router in (predict.router, health.router, admin.router)
+        for router in (predict.router, health.router, admin.router, v2.router, feedback.router)
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdmissionMiddleware, saturated=lambda: _saturated(app.state.dlf))  # before the body
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # outermost: sees 413s
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
+    # outermost: request id, trace context and access log on every response (413/503 included)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled)
+    install_openapi(app)
+    install_method_not_allowed(app)
+    if settings.otel_enabled:
+        instrument(app)
     return app
 
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory service.app:app_factory``: settings from the environment."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)
 
 
 _app: FastAPI | None = None

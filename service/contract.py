@@ -18,7 +18,9 @@ share it. It defines:
   append-only log ``<registry>/HISTORY.jsonl``;
 * **the Redis key layout** of published vocabularies and the writer
   ``publish_vocab`` (the only code that writes that layout);
-* **the reload notice** published on ``<prefix>reload`` after CURRENT moves.
+* **the reload notice** published on ``<prefix>reload`` after CURRENT moves;
+* **the closed-loop keys**: the impression stream and the per-request impression
+  and feedback keys the service writes and ``collect`` reads.
 """
 
 from __future__ import annotations
@@ -266,14 +268,19 @@ def prune_versions(registry: str | Path, keep: int) -> list[str]:
 # --- Redis key layout -------------------------------------------------------------
 
 
+# ``{<version>}`` is a Redis Cluster hash tag: every key of one version (hashes, temporary publish
+# names, marker) hashes to the same slot, so the publish MULTI/EXEC and a request's lookup round
+# trip are legal in a cluster and hit one shard. On a single Redis the braces are just characters.
+
+
 def vocab_key(prefix: str, version: str, field: str) -> str:
     """Hash ``canonical value -> id`` of one field of one bundle version."""
-    return f"{prefix}vocab:{version}:{field}"
+    return f"{prefix}vocab:{{{version}}}:{field}"
 
 
 def marker_key(prefix: str, version: str) -> str:
     """Written last by ``publish_vocab``: its presence means every field of ``version`` is complete."""
-    return f"{prefix}vocab-complete:{version}"
+    return f"{prefix}vocab-complete:{{{version}}}"
 
 
 def reload_channel(prefix: str) -> str:
@@ -281,12 +288,37 @@ def reload_channel(prefix: str) -> str:
     return f"{prefix}reload"
 
 
+# Closed loop (docs/closed-loop.md): the service writes impressions and feedback, ``collect`` reads them.
+IMPRESSION_ID_PATTERN = re.compile(r"^([0-9a-f]{32})-(\d{1,5})$")  # <batch>-<row>, batch = uuid4 hex
+
+
+def impressions_stream_key(prefix: str) -> str:
+    """Stream of logged requests: fields b (batch), v (version), t (served ms), p (JSON probs), rows (JSON)."""
+    return f"{prefix}impressions"
+
+
+def impression_key(prefix: str, batch: str) -> str:
+    """One logged request's ``{"v", "t", "p"}`` (JSON), read by /feedback; ``{batch}`` is a hash tag."""
+    return f"{prefix}imp:{{{batch}}}"
+
+
+def feedback_key(prefix: str, batch: str) -> str:
+    """Hash row -> ``"<0|1>:<ms>"``: the first feedback event of each impression of one request."""
+    return f"{prefix}fb:{{{batch}}}"
+
+
+def parse_impression_id(impression_id: str) -> tuple[str, int] | None:
+    """``(batch, row)`` of a well-formed impression id, else None."""
+    m = IMPRESSION_ID_PATTERN.match(impression_id)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 async def publish_vocab(
     client: Any, bundle_dir: str | Path, prefix: str = "dlf:", chunk_size: int = 10_000
 ) -> dict[str, int]:
     """Copy a bundle's vocab into Redis; readers see all of it or (via the marker) none of it.
 
-    ``client`` is a ``redis.asyncio.Redis`` (duck-typed here so this module
+    ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (duck-typed here so this module
     imports no Redis client). Hashes are filled under temporary names with
     pipelined HSET chunks, then renamed into place together with the marker in
     one MULTI/EXEC. Returns ``field -> number of values``.
@@ -314,7 +346,9 @@ async def publish_vocab(
         for f in schema.categorical:
             pipe.delete(vocab_key(prefix, schema.version, f.name))
         for tmp, final in renames:
-            pipe.rename(tmp, final)
+            # execute_command: redis-py blocks the RENAME *method* on cluster pipelines (it cannot know
+            # the keys share a slot); here they do (same {version} hash tag), so the MULTI/EXEC is legal.
+            pipe.execute_command("RENAME", tmp, final)
         pipe.set(marker_key(prefix, schema.version), marker)
         await pipe.execute()
     return counts

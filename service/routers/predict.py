@@ -10,8 +10,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service.batcher import ClientGone, Overloaded
 from service.encoding import assign_ids, parse_records
+from service.impressions import new_impressions
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.scoring import record_served
 from service.state import ServiceState, get_state
+from service.tracing import current_request_id
 
 router = APIRouter(tags=["predict"])
 
@@ -55,11 +58,8 @@ async def predict(
         except ClientGone as exc:
             raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail=str(exc)) from None
 
-    metrics = state.metrics
-    metrics.request_rows.observe(parsed.n_rows)
-    if lookup.degraded:
-        metrics.degraded_responses.inc()
-    request_id = uuid.uuid4().hex
+    record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
+    request_id = current_request_id() or uuid.uuid4().hex  # the caller's X-Request-ID when it sent one
     probabilities = probs.tolist()  # Python floats, exactly float(p) of each float32
     if state.request_log is not None:
         state.request_log.log(
@@ -72,6 +72,9 @@ async def predict(
                 "probabilities": probabilities,
             }
         )
+    batch, impression_ids = new_impressions(parsed.n_rows)
+    if state.impressions is not None:  # queued only: never waits on Redis, never fails the response
+        state.impressions.log(batch, model.version, rows, probabilities)
     if state.shadow is not None:  # detached task: never delays or fails this response
         state.shadow.submit(store, rows, probabilities)
     # orjson straight to bytes: skips re-validating our own response model (docs/benchmarks.md).
@@ -80,6 +83,7 @@ async def predict(
             "request_id": request_id,
             "model_version": model.version,
             "probabilities": probabilities,
+            "impression_ids": impression_ids,
             "oov_fields": oov,
             "degraded": lookup.degraded,
         }
