@@ -32,6 +32,7 @@ from training.data.vocab import FeatureSpace
 from training.fitting.calibration import fit_temperature, predict_logits
 from training.fitting.device import dist_info_from_env, init_distributed, seed_everything, select_device
 from training.fitting.metrics import auc_logloss
+from training.fitting.reliability import reliability_table
 from training.fitting.trainer import FitResult, evaluate, fit
 
 log = logging.getLogger("training")
@@ -128,6 +129,7 @@ def train_on(
         "preset": cfg.preset,
         "valid": valid,
         "valid_uncalibrated": raw_valid,
+        "calibration": reliability_table(y, valid_probs),  # ECE + bins of the exported model on valid
         "temperature": temperature,
         "members": [
             {

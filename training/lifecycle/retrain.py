@@ -36,6 +36,7 @@ from training.data.dataset import PreparedData, Split, encode_file, prepare_data
 from training.data.readers import iter_batches
 from training.data.spec import DatasetSpec, resolve_spec
 from training.fitting.device import DistInfo, select_device
+from training.fitting.reliability import net_calibration
 from training.fitting.trainer import fit
 from training.lifecycle.promotion import Decision, compare_bundles, decide, now, promote, write_record
 from training.lifecycle.warm_start import checkpoint_path, merge_space, signature, transfer_weights
@@ -148,6 +149,7 @@ def retrain(
         "model": cfg.model,
         "preset": cfg.preset,
         "valid": {k: result.best[k] for k in ("auc", "logloss")} | {"rows": len(prepared.valid)},
+        "calibration": net_calibration(result.net, prepared.valid, cfg.eval_batch_size),
         "test": None,
         "best_epoch": result.best["epoch"],
         "epochs": result.epochs_run,
@@ -200,6 +202,8 @@ def retrain(
         "current_auc": scores.get("current", {}).get("auc"),
         "candidate_logloss": scores["candidate"]["logloss"],
         "current_logloss": scores.get("current", {}).get("logloss"),
+        "candidate_ece": scores["candidate"]["ece"],
+        "current_ece": scores.get("current", {}).get("ece"),
         "eval_rows": scores["candidate"]["rows"],
         "eval_source": eval_source,
         "tolerance": tolerance,
