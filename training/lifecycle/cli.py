@@ -39,6 +39,9 @@ def retrain_cmd(
         str | None, typer.Option(envvar="DLF_RELOAD_CHANNEL", help="reload channel (default <prefix>reload)")
     ] = None,
     keep: Annotated[int, typer.Option(min=2, help="bundle versions kept in the registry")] = 10,
+    recipe: Annotated[
+        str | None, typer.Option(help="recipe file/name (default: the recipe CURRENT was trained with)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="dlf|lr|fm|deepfm|dcnv2|wukong (cold start)")] = None,
     preset: Annotated[str | None, typer.Option(help="small|paper (cold start)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
@@ -49,14 +52,13 @@ def retrain_cmd(
     cpu: Annotated[bool, typer.Option("--cpu", help="train on CPU even when a GPU is present")] = False,
 ) -> None:
     """Train a candidate on new data, gate it against CURRENT (same eval rows, onnxruntime), promote or refuse."""
-    from training.config import default_config
     from training.lifecycle.retrain import retrain
+    from training.recipes import load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        cfg = default_config(
-            fmt, model=model, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
-        )
+        overrides = {"model": model, "preset": preset, "epochs": epochs, "batch_size": batch_size}
+        overrides |= {"lr": lr, "seed": seed}
         out = retrain(
             data,
             registry=registry,
@@ -69,7 +71,8 @@ def retrain_cmd(
             prefix=prefix,
             channel=channel,
             keep=keep,
-            config=cfg,
+            recipe=load_recipe(recipe) if recipe is not None else None,
+            overrides=overrides,
             valid_fraction=split,
             force_cpu=cpu,
         )
