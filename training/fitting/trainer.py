@@ -131,9 +131,10 @@ def fit(
     if teacher is not None and teacher.shape != (len(train),):
         raise ValueError(f"teacher_logits has shape {teacher.shape}, expected ({len(train)},)")
     net = net.to(choice.device)
+    # parameters only: the models' buffers are integer id offsets/cardinalities, never to be averaged
     ema = (
         torch.optim.swa_utils.AveragedModel(
-            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False
         )
         if cfg.ema_decay is not None
         else None
