@@ -1,51 +1,63 @@
-# syntax=docker/dockerfile:1.7
-#
-# One image for the API and the trainer, in two flavours:
-#   docker build -t dlf-ctr:gpu .                 # default (last) target: CUDA + onnxruntime-gpu
-#   docker build --target cpu -t dlf-ctr:cpu .    # python:3.11-slim + CPU torch + onnxruntime
-# Builder stages create /opt/venv; final stages copy only the venv (no compilers).
-# The serve command lives in deploy/docker/serve.sh (installed as /usr/local/bin/dlf-serve).
+# Images of the DLF CTR service, all on Debian bookworm (Python 3.11 from Debian):
+#   serve-cpu    the API on ONNX Runtime (CPU); no torch            (<= 400 MB, checked in CI)
+#   serve-gpu    the API on onnxruntime-gpu + ORT's own CUDA 13 / cuDNN 9 wheels; refuses to be
+#                ready unless CUDAExecutionProvider is active (DLF_REQUIRE_PROVIDER)
+#   trainer      training + retrain job, torch CUDA 13 build (same CUDA major as serve-gpu)
+#   trainer-cpu  training + retrain job, torch CPU build
+# Build (docs/deploy.md):  docker build --target serve-cpu -t dlf-ctr:serve-cpu .
+# Works with the legacy builder (DOCKER_BUILDKIT=0) and BuildKit. Offline builds: fill
+# deploy/wheelhouse/<target>/ with `pip download` and pass --build-arg PIP_OFFLINE=1;
+# hosts without Docker Hub pass --build-arg BASE_IMAGE=dlf-base:bookworm
+# (deploy/docker/debian-base.sh makes it from Debian packages).
+# Dependencies come from the hash-locked sets in deploy/locks/ and install in their own
+# stage before any code is copied, so a code change rebuilds only the last layers.
 
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-# CUDA wheel index matching the CUDA major of the base image (CUDA 12.x, cuDNN 9).
-ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
-ARG PYTHON_SLIM_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=debian:bookworm-slim
 
-# ---------------------------------------------------------------- CPU flavour
-FROM ${PYTHON_SLIM_IMAGE} AS cpu-builder
-ARG TORCH_VERSION
-ARG TORCH_CPU_INDEX
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
-RUN python3.11 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-# torch first, from the CPU index, so the project install finds it satisfied.
-RUN pip install --upgrade pip wheel \
- && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_CPU_INDEX}"
-WORKDIR /src
-COPY pyproject.toml ./
-COPY model ./model
-COPY training ./training
-COPY service ./service
-RUN pip install ".[cpu]"
-
-FROM ${PYTHON_SLIM_IMAGE} AS cpu
-ENV PATH=/opt/venv/bin:$PATH \
+# ---------------------------------------------------------------- Python 3.11 + user app
+FROM ${BASE_IMAGE} AS python
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DLF_REGISTRY=/registry \
-    DLF_PORT=8000 \
-    DLF_WORKERS=1
-RUN groupadd --system --gid 10001 app \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+      /usr/share/doc/* /usr/share/man/* /usr/share/locale/* \
+ && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --create-home app \
  && mkdir -p /registry /data \
  && chown app:app /registry
-COPY --from=cpu-builder /opt/venv /opt/venv
-COPY --chmod=0755 deploy/docker/serve.sh /usr/local/bin/dlf-serve
+
+# Stage order matters for the legacy builder (DOCKER_BUILDKIT=0), which builds every stage
+# above the target: CPU images first, so building them never fetches the CUDA wheels.
+
+# Each image: a deps stage makes /opt/venv from its hash-locked set deploy/locks/<name>.txt
+# (+ deploy/wheelhouse/<name>/ when offline) before any code is copied, then the final stage
+# copies that venv and the code. pip/setuptools are removed: not needed at run time.
+# ---------------------------------------------------------------- serve-cpu
+FROM python AS serve-cpu-deps
+ARG PIP_OFFLINE=
+COPY deploy/locks/serve-cpu.txt /tmp/lock.txt
+COPY deploy/wheelhouse/serve-cpu/ /wheelhouse/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
+
+FROM python AS serve-cpu
+COPY --from=serve-cpu-deps /opt/venv /opt/venv
+COPY deploy/docker/serve.sh /usr/local/bin/dlf-serve
+COPY service /app/service
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    DLF_REGISTRY=/registry \
+    DLF_PORT=8000 \
+    DLF_WORKERS=1 \
+    DLF_SHUTDOWN_GRACE_S=3
 WORKDIR /app
 USER app
 EXPOSE 8000
@@ -53,56 +65,82 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DLF_PORT', '8000'), timeout=4)"]
 CMD ["dlf-serve"]
 
-# ---------------------------------------------------------------- GPU flavour
-# Python 3.11 from the deadsnakes PPA, shared by builder and final so the venv's
-# interpreter path (/usr/bin/python3.11) is identical in both.
-FROM ${CUDA_IMAGE} AS gpu-base
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update \
- && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
- && add-apt-repository -y ppa:deadsnakes/ppa \
- && apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
- && apt-get purge -y --auto-remove software-properties-common gpg-agent \
- && rm -rf /var/lib/apt/lists/*
+# ---------------------------------------------------------------- trainer-cpu
+FROM python AS trainer-cpu-deps
+ARG PIP_OFFLINE=
+COPY deploy/locks/trainer-cpu.txt /tmp/lock.txt
+COPY deploy/wheelhouse/trainer-cpu/ /wheelhouse/
+# torch's CPU build is not on PyPI: PyTorch's CPU wheel index as a find-links page.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse \
+      $([ -n "$PIP_OFFLINE" ] || echo --find-links https://download.pytorch.org/whl/cpu/torch/) \
+      --no-deps -r /tmp/lock.txt \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
-FROM gpu-base AS gpu-builder
-ARG TORCH_VERSION
-ARG TORCH_CUDA_INDEX
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential python3.11-dev \
- && rm -rf /var/lib/apt/lists/*
-RUN python3.11 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --upgrade pip wheel \
- && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_CUDA_INDEX}"
-WORKDIR /src
-COPY pyproject.toml ./
-COPY model ./model
-COPY training ./training
-COPY service ./service
-RUN pip install ".[gpu]"
+FROM python AS trainer-cpu
+COPY --from=trainer-cpu-deps /opt/venv /opt/venv
+COPY model /app/model
+COPY training /app/training
+COPY service /app/service
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app DLF_REGISTRY=/registry MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /app
+USER app
+CMD ["python", "-m", "training.cli", "--help"]
 
-# Default target: keep it last.
-FROM gpu-base AS gpu
+# ---------------------------------------------------------------- serve-gpu
+FROM python AS serve-gpu-deps
+ARG PIP_OFFLINE=
+COPY deploy/locks/serve-gpu.txt /tmp/lock.txt
+COPY deploy/wheelhouse/serve-gpu/ /wheelhouse/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
+
+FROM python AS serve-gpu
+COPY --from=serve-gpu-deps /opt/venv /opt/venv
+COPY deploy/docker/serve.sh /usr/local/bin/dlf-serve
+COPY service /app/service
+# The CUDA/cuDNN libraries are ORT's nvidia-* wheels in the venv (preloaded by the service);
+# the host needs only the NVIDIA driver (CUDA 13: R580 or newer) and the container toolkit.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/app \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    DLF_REQUIRE_PROVIDER=CUDAExecutionProvider \
     DLF_REGISTRY=/registry \
     DLF_PORT=8000 \
-    DLF_WORKERS=1
-RUN groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --home-dir /app --create-home app \
- && mkdir -p /registry /data \
- && chown app:app /registry
-COPY --from=gpu-builder /opt/venv /opt/venv
-COPY --chmod=0755 deploy/docker/serve.sh /usr/local/bin/dlf-serve
+    DLF_WORKERS=1 \
+    DLF_SHUTDOWN_GRACE_S=3
 WORKDIR /app
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DLF_PORT', '8000'), timeout=4)"]
 CMD ["dlf-serve"]
+
+# ---------------------------------------------------------------- trainer (GPU)
+FROM python AS trainer-gpu-deps
+ARG PIP_OFFLINE=
+COPY deploy/locks/trainer-gpu.txt /tmp/lock.txt
+COPY deploy/wheelhouse/trainer-gpu/ /wheelhouse/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install ${PIP_OFFLINE:+--no-index} --find-links /wheelhouse --no-deps -r /tmp/lock.txt \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/pip* /opt/venv/lib/python3.11/site-packages/setuptools* \
+      /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
+      /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
+
+# Default target (last): the GPU trainer.
+FROM python AS trainer
+COPY --from=trainer-gpu-deps /opt/venv /opt/venv
+COPY model /app/model
+COPY training /app/training
+COPY service /app/service
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app DLF_REGISTRY=/registry MPLCONFIGDIR=/tmp/matplotlib \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /app
+USER app
+CMD ["python", "-m", "training.cli", "--help"]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,14 +22,21 @@ from fastapi.responses import JSONResponse
 from service.batcher import MicroBatcher
 from service.encoding import EncodingError
 from service.feature_store import build_feature_store
+from service.logs import configure_logging
+from service.method_not_allowed import install_method_not_allowed
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
-from service.model_holder import load_model, resolve_version
+from service.model_holder import OrtOptions, load_model, resolve_version
+from service.provider_guard import check_provider
 from service.reloader import Reloader
 from service.request_log import RequestLogger
-from service.routers import admin, health, predict
+from service.routers import admin, health, predict, v2
 from service.settings import Settings
+from service.shutdown import DrainingMiddleware, install_sigterm_drain
 from service.state import ServiceState
+from service.telemetry import instrument
+from service.tracing import RequestContextMiddleware
+from service.typed_openapi import install_openapi
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +49,7 @@ async def _load(state: ServiceState) -> None:
         model = await asyncio.to_thread(
             load_model,
             s.registry / version,
-            intra_op_threads=s.ort_intra_op_threads,
-            inter_op_threads=s.ort_inter_op_threads,
+            options=OrtOptions.from_settings(s),
         )
         assert state.store is not None
         await state.store.prepare(model.bundle_dir, model.schema)
@@ -51,6 +58,7 @@ async def _load(state: ServiceState) -> None:
         state.holder.swap(model)
         state.metrics.set_model(model.version, model.provider)
         log.info("serving %s with ONNX Runtime providers %s", model.version, model.providers)
+        check_provider(s.require_provider, model.provider, ort.get_available_providers())
     except Exception as exc:  # stay alive so /readyz can say why
         state.load_error = f"model load failed: {type(exc).__name__}: {exc}"
         log.exception("model load failed")
@@ -67,11 +75,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         enabled=s.batching_enabled,
         max_batch_rows=s.max_batch_rows,
         max_wait_ms=s.max_wait_ms,
+        workers=s.inference_workers,
+        max_queued_rows=s.max_queued_rows,
         metrics=state.metrics,
     )
     await state.batcher.start()
     if s.request_log_path is not None:
         state.request_log = RequestLogger(s.request_log_path)
+    install_sigterm_drain(state, s.shutdown_grace_s)
     load_task = asyncio.create_task(_load(state), name="dlf-model-load")
     state.reloader = Reloader(state)
     await state.reloader.start()
@@ -119,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(v2.router)
 
     @app.exception_handler(EncodingError)
     async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
@@ -130,19 +142,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     known = {
         getattr(r, "path", "")
-        for router in (predict.router, health.router, admin.router)
+        for router in (predict.router, health.router, admin.router, v2.router)
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # outermost: sees 413s
+    app.add_middleware(DrainingMiddleware, state=app.state.dlf)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, otel=settings.otel_enabled
+    )  # outermost: ids + access log on all
+    install_openapi(app)
+    install_method_not_allowed(app)
+    if settings.otel_enabled:
+        instrument(app)
     return app
 
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory service.app:app_factory``: settings from the environment."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)
 
 
 _app: FastAPI | None = None

@@ -1,22 +1,36 @@
-"""Micro-batching: coalesce concurrent requests into one ONNX Runtime call.
+"""Inference worker pool: run at once when a worker is free, coalesce only while all are busy.
 
-The first waiting request opens a batch; the batch closes when it holds
-``max_batch_rows`` rows or ``max_wait_ms`` has passed since that request
-arrived, then runs in a worker thread (never on the event loop). While a batch
-runs, newcomers queue up and form the next one, so under load batches grow by
-themselves. Only requests that took the same model object share a batch, which
-keeps hot swaps clean. A request larger than ``max_batch_rows`` runs alone.
+``workers`` threads (default: the usable cores) each run whole batches. ONNX
+Runtime releases the GIL inside ``session.run``, so N batches really run on N
+cores while the event loop keeps parsing requests. Dispatch happens on the
+event loop, at the end of the tick in which a request arrived or a batch
+finished, so there is no timer anywhere:
+
+- a free worker takes the queue at once, so a lone request on an idle service
+  runs immediately (it never waits ``max_wait_ms`` for company);
+- while every worker is busy, arriving requests queue up; the next worker to
+  finish takes up to ``max_batch_rows`` of them in one batch. Batches thus grow
+  with the load, by themselves;
+- a batch holds requests of ONE model object (a hot swap never mixes versions);
+- a request larger than ``max_batch_rows`` is cut into chunks that free workers
+  run side by side, and put back together in order;
+- admission control: when the rows already waiting plus the new request's rows
+  exceed ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once (the
+  route answers 503 + Retry-After) instead of letting the client time out;
+- a request whose client has disconnected while it waited is dropped before
+  inference (``ClientGone``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,137 +43,276 @@ class Runnable(Protocol):
     def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray: ...
 
 
+class Overloaded(RuntimeError):
+    """The queue is full: answer 503 with ``Retry-After: retry_after_s`` instead of queueing."""
+
+    def __init__(self, queued_rows: int, limit: int, retry_after_s: int) -> None:
+        self.queued_rows = queued_rows
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(f"overloaded: {queued_rows} rows already queued (limit {limit}); retry later")
+
+
+class ClientGone(RuntimeError):
+    """The client disconnected before its rows reached a worker; nothing was computed for it."""
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (cgroup/affinity aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ClientWatch:
+    """Notices a disconnect of one request's client, but only once that request has to wait.
+
+    ``wait_for_disconnect`` is the ASGI ``receive`` after the body was read: it
+    returns ``http.disconnect`` when the client goes. A task awaits it only for
+    requests that queue behind busy workers, so the common fast path pays nothing.
+    """
+
+    def __init__(self, wait_for_disconnect: Callable[[], Awaitable[Any]]) -> None:
+        self._wait = wait_for_disconnect
+        self._task: asyncio.Future[Any] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._wait())
+
+    @property
+    def gone(self) -> bool:
+        return self._task is not None and self._task.done() and not self._task.cancelled()
+
+    def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
 @dataclass
 class _Item:
     model: Runnable
     cat_ids: np.ndarray
     numerics: np.ndarray
     future: asyncio.Future[np.ndarray]
-    arrived: float
+    watch: ClientWatch | None = None
     rows: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.rows = int(self.cat_ids.shape[0])
 
+    def client_gone(self) -> bool:
+        return self.watch is not None and self.watch.gone
+
 
 class MicroBatcher:
-    """Queue + one background task; ``submit`` returns this request's probabilities in row order."""
+    """A queue, a pool of inference threads and the dispatch rule above.
+
+    ``submit`` returns this request's probabilities in row order. All queue
+    state lives on the event loop thread; worker threads only run the model.
+    """
 
     def __init__(
         self,
         *,
         enabled: bool = True,
         max_batch_rows: int = 512,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
+        workers: int = 0,
+        max_queued_rows: int = 0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be >= 1")
+        if workers < 0 or max_queued_rows < 0:
+            raise ValueError("workers and max_queued_rows must be >= 0 (0 = automatic / unbounded)")
         self.enabled = enabled
         self.max_batch_rows = max_batch_rows
-        self.max_wait_s = max_wait_ms / 1000.0
+        # Kept as the documented upper bound on waiting for company; the pool never waits on a
+        # timer (it dispatches as soon as a worker is free), so the bound always holds.
+        self.max_wait_ms = max_wait_ms
+        self.workers = workers or usable_cores()
+        self.max_queued_rows = max_queued_rows  # 0 = unbounded
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        # One batch in flight at a time: ONNX Runtime parallelises inside a call (intra-op threads).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlf-infer")
+        self._busy = 0
+        self._dispatch_scheduled = False
+        self._running: set[asyncio.Future[np.ndarray]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.batches_run = 0
+        self.rejected = 0
+        self.dropped = 0
+
+    @property
+    def queued_rows(self) -> int:
+        return self._pending_rows
+
+    @property
+    def busy_workers(self) -> int:
+        return self._busy
 
     async def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._worker(), name="dlf-micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dlf-infer")
+        if self.metrics is not None:
+            self.metrics.inference_workers.set(self.workers)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Fail what is still queued, then wait for running batches to finish."""
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(RuntimeError("service is shutting down"))
-        self._executor.shutdown(wait=True)
+        self._pending_rows = 0
+        self._set_depth()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
-    async def submit(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        if not self.enabled:
-            return await loop.run_in_executor(None, self._infer, model, cat_ids, numerics)
-        if self._task is None:
+    def admit(self, rows: int) -> None:
+        """Raise ``Overloaded`` when ``rows`` more would push the queue past ``max_queued_rows``.
+
+        An empty queue always admits (a request bigger than the bound still runs,
+        alone), so the bound sheds excess load without starving big requests.
+        """
+        limit = self.max_queued_rows
+        if limit and self._pending_rows and self._pending_rows + rows > limit:
+            self.rejected += 1
+            if self.metrics is not None:
+                self.metrics.rejected_requests.inc()
+            raise Overloaded(self._pending_rows, limit, retry_after_s=1)
+
+    async def submit(
+        self,
+        model: Runnable,
+        cat_ids: np.ndarray,
+        numerics: np.ndarray,
+        *,
+        watch: Callable[[], Awaitable[Any]] | None = None,
+    ) -> np.ndarray:
+        """Probabilities for these rows; ``watch`` completes when the client disconnects.
+
+        Raises ``Overloaded`` (queue full) or ``ClientGone`` (dropped before inference).
+        """
+        if self._executor is None or self._loop is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        item = _Item(model, cat_ids, numerics, loop.create_future(), loop.time())
+        rows = int(cat_ids.shape[0])
+        self.admit(rows)
+        client = ClientWatch(watch) if watch is not None else None
+        try:
+            if not self.enabled or rows <= self.max_batch_rows:
+                return await self._enqueue(model, cat_ids, numerics, client)
+            # Too big for one batch: chunks go to whichever workers are free, results keep row order.
+            step = self.max_batch_rows
+            parts = await asyncio.gather(
+                *(
+                    self._enqueue(model, cat_ids[i : i + step], numerics[i : i + step], client)
+                    for i in range(0, rows, step)
+                )
+            )
+            return np.concatenate(parts)
+        finally:
+            if client is not None:
+                client.stop()
+
+    def _enqueue(
+        self,
+        model: Runnable,
+        cat_ids: np.ndarray,
+        numerics: np.ndarray,
+        client: ClientWatch | None,
+    ) -> asyncio.Future[np.ndarray]:
+        assert self._loop is not None
+        item = _Item(model, cat_ids, numerics, self._loop.create_future(), client)
         self._pending.append(item)
         self._pending_rows += item.rows
         self._set_depth()
-        self._wakeup.set()
-        return await item.future
+        if client is not None and self._busy >= self.workers:
+            client.start()  # it has to wait: notice if its client goes away meanwhile
+        if not self._dispatch_scheduled:
+            # End of this tick, not now: requests parsed in the same tick share one batch.
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
+        return item.future
 
     def _set_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self._pending))
+            self.metrics.queued_rows.set(self._pending_rows)
+
+    def _take_batch(self) -> list[_Item]:
+        """Oldest requests of one model object, up to max_batch_rows (batching off: one request)."""
+        batch: list[_Item] = []
+        rows = 0
+        model = None
+        while self._pending:
+            item = self._pending[0]
+            if batch and (
+                not self.enabled or item.model is not model or rows + item.rows > self.max_batch_rows
+            ):
+                break
+            self._pending.popleft()
+            self._pending_rows -= item.rows
+            if item.future.done():  # cancelled while queued
+                continue
+            if item.client_gone():
+                self.dropped += 1
+                if self.metrics is not None:
+                    self.metrics.dropped_requests.inc()
+                item.future.set_exception(ClientGone("client disconnected before inference"))
+                continue
+            batch.append(item)
+            rows += item.rows
+            model = item.model
+        return batch
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        assert self._loop is not None and self._executor is not None
+        while self._busy < self.workers and self._pending:
+            batch = self._take_batch()
+            if not batch:
+                continue
+            if len(batch) == 1:
+                cat, num = batch[0].cat_ids, batch[0].numerics
+            else:
+                cat = np.concatenate([b.cat_ids for b in batch], axis=0)
+                num = np.concatenate([b.numerics for b in batch], axis=0)
+            self._busy += 1
+            running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
+            self._running.add(running)
+            running.add_done_callback(lambda fut, batch=batch: self._finished(fut, batch))
+        self._set_depth()
 
     def _infer(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
         probs = model.run(cat_ids, numerics)
-        self.batches_run += 1
         if self.metrics is not None:
             self.metrics.inference_latency.observe(time.perf_counter() - start)
             self.metrics.batch_rows.observe(int(cat_ids.shape[0]))
         return probs
 
-    def _take_batch(self) -> list[_Item]:
-        first_model = self._pending[0].model
-        batch: list[_Item] = []
-        rows = 0
-        while self._pending:
-            item = self._pending[0]
-            if item.model is not first_model or (batch and rows + item.rows > self.max_batch_rows):
-                break
-            self._pending.popleft()
-            self._pending_rows -= item.rows
-            if item.future.cancelled():  # client went away while queued
-                continue
-            batch.append(item)
-            rows += item.rows
-        self._set_depth()
-        return batch
-
-    async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            deadline = self._pending[0].arrived + self.max_wait_s
-            while self._pending_rows < self.max_batch_rows and (remaining := deadline - loop.time()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
-            batch = self._take_batch()
-            if batch:
-                await self._run(batch)
-
-    async def _run(self, batch: list[_Item]) -> None:
-        loop = asyncio.get_running_loop()
-        if len(batch) == 1:
-            cat, num = batch[0].cat_ids, batch[0].numerics
-        else:
-            cat = np.concatenate([b.cat_ids for b in batch], axis=0)
-            num = np.concatenate([b.numerics for b in batch], axis=0)
-        try:
-            probs = await loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
-        except Exception as exc:  # one bad batch fails its requests, not the worker
+    def _finished(self, running: asyncio.Future[np.ndarray], batch: list[_Item]) -> None:
+        self._running.discard(running)
+        self._busy -= 1
+        self.batches_run += 1
+        exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
+        if exc is not None:  # one bad batch fails its requests, not the worker
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
-            return
-        offset = 0
-        for item in batch:
-            if not item.future.done():
-                item.future.set_result(probs[offset : offset + item.rows])
-            offset += item.rows
+        else:
+            probs = running.result()
+            offset = 0
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(probs[offset : offset + item.rows])
+                offset += item.rows
+        if self._pending:
+            self._dispatch()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -24,15 +23,28 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-pr
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (each loads the model).")] = 1,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request line (costs CPU per request).")] = False,
 ) -> None:
-    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL."""
+    """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL.
+
+    One process: its inference pool already runs a batch per core (DLF_INFERENCE_WORKERS).
+    To scale out, run more replicas behind a load balancer (docs/deploy.md), not more
+    uvicorn workers: those would each hold a model and a Prometheus registry of their own.
+    """
     import uvicorn
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.logs import configure_logging
+    from service.settings import Settings
+
+    configure_logging(Settings().log_format, log_level)
     uvicorn.run(
-        "service.app:app_factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+        "service.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
     )
 
 
@@ -43,8 +55,11 @@ def publish_vocab_cmd(
     version: Annotated[str | None, typer.Option(help="Bundle version (default: CURRENT / newest).")] = None,
     prefix: Annotated[str, typer.Option(envvar="DLF_REDIS_PREFIX", help="Redis key prefix.")] = "dlf:",
     chunk_size: Annotated[int, typer.Option(min=1, help="Values per pipelined HSET.")] = 10_000,
+    cluster: Annotated[
+        bool, typer.Option(envvar="DLF_REDIS_CLUSTER", help="--redis-url is a node of a Redis Cluster.")
+    ] = False,
 ) -> None:
-    """Copy a bundle's vocabularies into Redis hashes <prefix>vocab:<version>:<field>, then set the marker."""
+    """Copy a bundle's vocabularies into Redis hashes <prefix>vocab:{<version>}:<field>, then set the marker."""
     chosen = version or resolve_current(registry)
     if chosen is None:
         raise typer.BadParameter(f"no bundle found in {registry}", param_hint="--registry")
@@ -53,7 +68,7 @@ def publish_vocab_cmd(
         raise typer.BadParameter(f"no bundle {chosen!r} in {registry}", param_hint="--version")
 
     async def _run() -> dict[str, int]:
-        client = connect(redis_url, timeout_s=5.0)
+        client = connect(redis_url, timeout_s=5.0, cluster=cluster)
         try:
             return await publish_vocab(client, bundle_dir, prefix, chunk_size)
         finally:

@@ -266,14 +266,19 @@ def prune_versions(registry: str | Path, keep: int) -> list[str]:
 # --- Redis key layout -------------------------------------------------------------
 
 
+# ``{<version>}`` is a Redis Cluster hash tag: every key of one version (hashes, temporary publish
+# names, marker) hashes to the same slot, so the publish MULTI/EXEC and a request's lookup round
+# trip are legal in a cluster and hit one shard. On a single Redis the braces are just characters.
+
+
 def vocab_key(prefix: str, version: str, field: str) -> str:
     """Hash ``canonical value -> id`` of one field of one bundle version."""
-    return f"{prefix}vocab:{version}:{field}"
+    return f"{prefix}vocab:{{{version}}}:{field}"
 
 
 def marker_key(prefix: str, version: str) -> str:
     """Written last by ``publish_vocab``: its presence means every field of ``version`` is complete."""
-    return f"{prefix}vocab-complete:{version}"
+    return f"{prefix}vocab-complete:{{{version}}}"
 
 
 def reload_channel(prefix: str) -> str:
@@ -286,7 +291,7 @@ async def publish_vocab(
 ) -> dict[str, int]:
     """Copy a bundle's vocab into Redis; readers see all of it or (via the marker) none of it.
 
-    ``client`` is a ``redis.asyncio.Redis`` (duck-typed here so this module
+    ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (duck-typed here so this module
     imports no Redis client). Hashes are filled under temporary names with
     pipelined HSET chunks, then renamed into place together with the marker in
     one MULTI/EXEC. Returns ``field -> number of values``.
@@ -314,7 +319,9 @@ async def publish_vocab(
         for f in schema.categorical:
             pipe.delete(vocab_key(prefix, schema.version, f.name))
         for tmp, final in renames:
-            pipe.rename(tmp, final)
+            # execute_command: redis-py blocks the RENAME *method* on cluster pipelines (it cannot know
+            # the keys share a slot); here they do (same {version} hash tag), so the MULTI/EXEC is legal.
+            pipe.execute_command("RENAME", tmp, final)
         pipe.set(marker_key(prefix, schema.version), marker)
         await pipe.execute()
     return counts

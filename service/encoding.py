@@ -100,6 +100,44 @@ def categorical_key(value: Any) -> str:
     return canonical_value(value)
 
 
+def _canonical_column(values: list[Any]) -> list[str]:
+    """Keys of one categorical column; strings (the usual case) skip ``canonical_value``."""
+    return [v if type(v) is str and v else categorical_key(v) for v in values]
+
+
+def _numeric_column(values: list[Any], f: FieldSchema) -> np.ndarray:
+    """One numeric column normalised with numpy; raises ValueError when any value needs the slow path."""
+    if not all(type(v) is float or type(v) is int for v in values):
+        raise ValueError("not all plain numbers")
+    x = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("non-finite")
+    if f.transform == "log1p":
+        if (x <= -1.0).any():
+            raise ValueError("out of log1p range")
+        x = np.log1p(x)
+    return (x - f.mean) / f.std
+
+
+def _parse_columns(
+    records: Sequence[Mapping[str, Any]], cat_fields: list[FieldSchema], num_fields: list[FieldSchema]
+) -> tuple[list[list[str]], np.ndarray] | None:
+    """Column-at-a-time parse of well-formed records; None sends the request to the precise row loop.
+
+    The row loop below names every bad record and field; this path only has to
+    be right for valid input, and is several times faster on it (one list
+    comprehension per field instead of a Python call per value).
+    """
+    try:
+        cat_keys = [_canonical_column([r[f.name] for r in records]) for f in cat_fields]
+        numerics = np.empty((len(records), len(num_fields)), dtype=np.float32)
+        for j, f in enumerate(num_fields):
+            numerics[:, j] = _numeric_column([r[f.name] for r in records], f)
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+    return cat_keys, numerics
+
+
 def parse_records(
     records: Sequence[Mapping[str, Any]],
     schema: BundleSchema,
@@ -116,6 +154,9 @@ def parse_records(
             [FieldError(None, None, f"too many {row_label}s: {n} > max {max_rows} per request")], row_label
         )
     cat_fields, num_fields = schema.categorical, schema.numeric
+    fast = _parse_columns(records, cat_fields, num_fields)
+    if fast is not None:
+        return ParsedRecords(n_rows=n, cat_fields=cat_fields, cat_keys=fast[0], numerics=fast[1])
     cat_keys: list[list[str]] = [[""] * n for _ in cat_fields]
     numerics = np.empty((n, len(num_fields)), dtype=np.float32)
     errors: list[FieldError] = []

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from service.contract import BundleSchema, load_schema, resolve_current
+from service.provider_guard import preload_cuda_libraries
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,52 @@ def choose_providers(available: Sequence[str]) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ort.SessionOptions:
+GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session options chosen by measurement (docs/benchmarks.md, "ONNX Runtime session options").
+
+    One intra-op thread per session: the pool runs one batch per core, so
+    parallelism comes from workers, and a second intra-op thread per call was
+    slower. Spinning off: a spinning idle thread takes the core the event loop needs.
+    """
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    memory_arena: bool = True
+    allow_spinning: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OrtOptions:
+        return cls(
+            intra_op_threads=settings.ort_intra_op_threads,
+            inter_op_threads=settings.ort_inter_op_threads,
+            graph_optimization=settings.ort_graph_optimization,
+            memory_arena=settings.ort_memory_arena,
+            allow_spinning=settings.ort_allow_spinning,
+        )
+
+
+def session_options(
+    intra_op_threads: int = 0, inter_op_threads: int = 0, options: OrtOptions | None = None
+) -> ort.SessionOptions:
+    o = options or OrtOptions(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = inter_op_threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = o.intra_op_threads
+    opts.inter_op_num_threads = o.inter_op_threads
+    opts.graph_optimization_level = GRAPH_LEVELS[o.graph_optimization]
+    opts.enable_cpu_mem_arena = o.memory_arena
+    spin = "1" if o.allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return opts
 
 
@@ -90,6 +133,7 @@ def load_model(
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
     available_providers: Sequence[str] | None = None,
+    options: OrtOptions | None = None,
 ) -> LoadedModel:
     """Open the bundle's ONNX session, check its inputs against the schema and warm it up."""
     bundle_dir = Path(bundle_dir)
@@ -97,9 +141,11 @@ def load_model(
     wanted = choose_providers(
         ort.get_available_providers() if available_providers is None else available_providers
     )
+    if CUDA in wanted:
+        preload_cuda_libraries()
     session = ort.InferenceSession(
         str(bundle_dir / "model.onnx"),
-        sess_options=session_options(intra_op_threads, inter_op_threads),
+        sess_options=session_options(intra_op_threads, inter_op_threads, options),
         providers=wanted,
     )
     inputs = {i.name for i in session.get_inputs()}

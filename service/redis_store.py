@@ -1,8 +1,12 @@
 """Feature ids in Redis, shared by all replicas, with an LRU cache in front.
 
 The key layout (one hash per bundle version and field, plus a completeness
-marker written last) and its writer ``publish_vocab`` live in ``service.contract``. A request's cache misses are resolved in ONE round trip: a
-MULTI/EXEC pipeline with an EXISTS on the marker and one HMGET per field.
+marker written last, all of one version under one ``{<version>}`` hash tag) and
+its writer ``publish_vocab`` live in ``service.contract``. Because the hash tag
+puts one version's keys in one Redis Cluster slot, a request's cache misses are
+resolved in ONE round trip to ONE node: a MULTI/EXEC pipeline with an EXISTS on
+the marker and one HMGET per field. The same code runs against a single Redis or
+a Redis Cluster (``DLF_REDIS_CLUSTER``; ``connect`` picks the client).
 When Redis fails the store answers from its cache (misses -> OOV), reports
 ``degraded`` and retries after a short backoff, so it recovers on its own.
 """
@@ -19,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from service.contract import BundleSchema, marker_key, publish_vocab, vocab_key
 from service.feature_store import Lookup, LRUCache, StoreStatus
@@ -29,11 +33,25 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 UNKNOWN = -1  # cached "not in the vocab" (only cached once the version's publish marker was seen)
-REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# RedisClusterException (e.g. "slot not covered" after a shard died) is not a RedisError.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
-def connect(url: str, timeout_s: float = 0.25) -> aioredis.Redis:
-    """A client that fails fast (short timeouts, no retries): the cache covers the gap instead."""
+def connect(url: str, timeout_s: float = 0.25, *, cluster: bool = False) -> aioredis.Redis:
+    """A client that fails fast (short timeouts, no retries): the cache covers the gap instead.
+
+    ``cluster``: ``url`` names any node of a Redis Cluster; the client discovers the
+    others and routes each version's keys to the shard owning its slot.
+    """
+    if cluster:
+        return aioredis.RedisCluster.from_url(  # type: ignore[return-value] - same command API
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            require_full_coverage=False,  # a dead shard only degrades the versions it holds
+        )
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
@@ -57,8 +75,12 @@ class RedisFeatureStore:
         retry_backoff_s: float = 0.5,
         publish_on_start: bool = False,
         metrics: ServiceMetrics | None = None,
+        round_trip_timeout_s: float = 1.0,
     ) -> None:
         self.client = client
+        # A cluster client may refresh its slot map across several nodes before failing; this bounds
+        # the whole lookup so a dead shard costs a request at most this long (then degraded + backoff).
+        self.round_trip_timeout_s = round_trip_timeout_s
         self.prefix = prefix
         self.cache = LRUCache(cache_size)
         self.retry_backoff_s = retry_backoff_s
@@ -72,12 +94,13 @@ class RedisFeatureStore:
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> RedisFeatureStore:
         assert settings.redis_url is not None
         return cls(
-            connect(settings.redis_url, settings.redis_socket_timeout_s),
+            connect(settings.redis_url, settings.redis_socket_timeout_s, cluster=settings.redis_cluster),
             prefix=settings.redis_prefix,
             cache_size=settings.feature_cache_size,
             retry_backoff_s=settings.redis_retry_backoff_s,
             publish_on_start=settings.redis_publish_on_start,
             metrics=metrics,
+            round_trip_timeout_s=4 * settings.redis_socket_timeout_s,
         )
 
     async def prepare(self, bundle_dir: Path, schema: BundleSchema) -> None:
@@ -135,7 +158,10 @@ class RedisFeatureStore:
             return Lookup(ids=ids, degraded=True)
         fields = list(missing)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with (
+                asyncio.timeout(self.round_trip_timeout_s),
+                self.client.pipeline(transaction=True) as pipe,
+            ):
                 pipe.exists(marker_key(self.prefix, version))
                 for name in fields:
                     pipe.hmget(vocab_key(self.prefix, version, name), missing[name])
@@ -161,7 +187,8 @@ class RedisFeatureStore:
         """Reachable + published -> ready; unreachable -> still ready (degraded answers), reported."""
         details: dict[str, Any] = {"prefix": self.prefix, "cache_entries": len(self.cache)}
         try:
-            published = bool(await self.client.exists(marker_key(self.prefix, version)))
+            async with asyncio.timeout(self.round_trip_timeout_s):
+                published = bool(await self.client.exists(marker_key(self.prefix, version)))
         except REDIS_FAILURES as exc:
             details.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
             return StoreStatus(backend=self.backend, ready=True, details=details)

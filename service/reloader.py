@@ -40,7 +40,7 @@ from service.contract import (
     resolve_current,
     set_current,
 )
-from service.model_holder import LoadedModel, load_model
+from service.model_holder import LoadedModel, OrtOptions, load_model
 from service.shadow import ShadowScorer
 from service.state import ServiceState
 
@@ -193,8 +193,7 @@ class Reloader:
             model = await asyncio.to_thread(
                 load_model,
                 bundle_dir,
-                intra_op_threads=s.ort_intra_op_threads,
-                inter_op_threads=s.ort_inter_op_threads,
+                options=OrtOptions.from_settings(s),
             )
         except Exception as exc:
             raise self._refuse(f"bundle {version} failed to load: {type(exc).__name__}: {exc}") from exc

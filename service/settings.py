@@ -7,6 +7,7 @@ settings instead of patching globals.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,8 +29,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
         description="Redis for feature ids; unset = embedded vocab read from the bundle.",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL names a node of a Redis Cluster (publish-vocab and lookups both use it).",
+    )
     redis_prefix: str = Field(
-        "dlf:", description="Key prefix; vocab hashes are <prefix>vocab:<version>:<field>."
+        "dlf:", description="Key prefix; vocab hashes are <prefix>vocab:{<version>}:<field>."
     )
     redis_socket_timeout_s: float = Field(0.25, gt=0, description="Redis connect/read timeout (fail fast).")
     redis_retry_backoff_s: float = Field(
@@ -42,12 +47,33 @@ class Settings(BaseSettings):
     max_request_rows: int = Field(1000, ge=1, description="Rows per /predict request (more -> 422).")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1, description="Request body limit (more -> 413).")
     batching_enabled: bool = Field(True, description="Coalesce concurrent requests into one ONNX call.")
-    max_batch_rows: int = Field(512, ge=1, description="Rows per coalesced batch.")
-    max_wait_ms: float = Field(
-        2.0, ge=0, description="How long the first request of a batch waits for company."
+    max_batch_rows: int = Field(
+        512, ge=1, description="Rows per coalesced batch (bigger requests are split)."
     )
-    ort_intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads (0 = ORT default).")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Upper bound on waiting for company; the pool never waits while a worker is free.",
+    )
+    inference_workers: int = Field(
+        0, ge=0, description="Inference worker threads, each running whole batches (0 = usable cores)."
+    )
+    max_queued_rows: int = Field(
+        1024,
+        ge=0,
+        description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no bound).",
+    )
+    ort_intra_op_threads: int = Field(
+        1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."
+    )
     ort_inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads (0 = ORT default).")
+    ort_graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime graph optimisation level."
+    )
+    ort_memory_arena: bool = Field(True, description="ONNX Runtime CPU memory arena.")
+    ort_allow_spinning: bool = Field(
+        False, description="Let idle ORT intra-op threads spin (burns CPU the event loop needs)."
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints (unset = disabled)."
     )
@@ -66,8 +92,24 @@ class Settings(BaseSettings):
     shadow_max_pending: int = Field(
         8, ge=1, description="Shadow comparisons queued at most; beyond that, sampled rows are skipped."
     )
+    require_provider: str | None = Field(
+        None,
+        description="Not ready unless this ONNX Runtime execution provider serves (e.g. CUDAExecutionProvider "
+        "or cuda); the GPU image sets it.",
+    )
+    shutdown_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, answer /readyz with 503 but keep serving this long before draining (0 = off).",
+    )
     request_log_path: Path | None = Field(
         None, description="Append served requests as JSON lines here (unset = off)."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines on stdout: JSON objects (request_id, model_version, rows...) or text."
+    )
+    otel_enabled: bool = Field(
+        False, description="Trace requests with OpenTelemetry (exporter from the OTEL_* environment)."
     )
 
     @property

@@ -36,6 +36,7 @@ class ServiceState:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     reloader: Reloader | None = None
     shadow: ShadowScorer | None = None
+    draining: bool = False  # SIGTERM received: /readyz says 503 (service/shutdown.py)
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
         """The current model and the parts needed to answer, or 503 while loading."""

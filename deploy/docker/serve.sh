@@ -8,6 +8,7 @@ exec uvicorn --factory service.app:app_factory \
   --host 0.0.0.0 \
   --port "${DLF_PORT:-8000}" \
   --workers "${DLF_WORKERS:-1}" \
+  --timeout-graceful-shutdown "${DLF_DRAIN_TIMEOUT_S:-25}" \
   --proxy-headers \
   --forwarded-allow-ips "*" \
   --no-access-log

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.bundle import VERSION_PATTERN
 from service.reloader import Reloader, ReloadRefused, ReloadResult
 from service.state import ServiceState, get_state
 
@@ -47,14 +48,19 @@ class VersionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(
-        None, description="Bundle version; omitted = CURRENT (reload) / previous (rollback)."
+        None,
+        description="Bundle version; omitted = CURRENT (reload) / previous (rollback).",
+        json_schema_extra={"pattern": VERSION_PATTERN.pattern},  # others: 422 from the reloader
     )
 
 
 class ShadowBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(description="Candidate bundle version to score in shadow.")
+    version: str = Field(
+        description="Candidate bundle version to score in shadow.",
+        json_schema_extra={"pattern": VERSION_PATTERN.pattern},
+    )
     sample_rate: float = Field(0.1, gt=0, le=1, description="Share of /predict requests compared.")
 
 

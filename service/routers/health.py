@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 
+from service.provider_guard import check_provider
 from service.schemas import BatchingInfo, FieldInfo, InfoResponse, ReadyResponse
 from service.state import ServiceState, get_state
 
@@ -35,18 +36,25 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
     """200 once the model is loaded and warmed up and the feature store has its vocab; 503 otherwise."""
+    if state.draining:
+        return JSONResponse(ReadyResponse(ready=False, error="shutting down").model_dump(), status_code=503)
     if not state.holder.ready or state.store is None:
         body = ReadyResponse(ready=False, error=state.load_error or "model is still loading")
         return JSONResponse(body.model_dump(), status_code=503)
     model = state.holder.current
     store_status = await state.store.status(model.version)
-    ready = store_status.ready
+    provider_error = check_provider(
+        state.settings.require_provider, model.provider, ort.get_available_providers()
+    )
+    ready = store_status.ready and provider_error is None
     body = ReadyResponse(
         ready=ready,
         model_version=model.version,
         warmed_up=True,  # load_model warms up before the holder gets the model
         feature_store={"backend": store_status.backend, "ready": store_status.ready, **store_status.details},
-        error=None if ready else store_status.details.get("error", "feature store not ready"),
+        error=None
+        if ready
+        else provider_error or store_status.details.get("error", "feature store not ready"),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

@@ -20,7 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-COMPOSE_CPU = ROOT / "deploy" / "compose.cpu.yml"
+COMPOSE_GPU = ROOT / "deploy" / "compose.gpu.yml"
+COMPOSE_LOCAL = ROOT / "deploy" / "compose.local.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "dlf.json"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
@@ -86,38 +87,11 @@ def _compose(*files: Path, tmp_path: Path) -> dict[str, Any]:
     args = [binary]
     for f in files:
         args += ["-f", str(f)]
-    env = {**os.environ, "DLF_ADMIN_TOKEN": "test-token"}
+    env = {**os.environ, "DLF_ADMIN_TOKEN": "test-token", "GRAFANA_ADMIN_PASSWORD": "test-password"}
     env.pop("COMPOSE_FILE", None)
     proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
     return yaml.safe_load(proc.stdout)
-
-
-class _Reset:
-    """Marker for a value tagged `!reset` (Compose >= 2.24: delete the inherited key)."""
-
-
-class _ResetLoader(yaml.SafeLoader):
-    pass
-
-
-_ResetLoader.add_constructor("!reset", lambda loader, node: _Reset())
-
-
-def resolve_resets(node: Any, path: str = "") -> tuple[Any, list[str]]:
-    """Drop keys tagged `!reset` (what Compose v2 does when merging) and list their paths."""
-    if isinstance(node, dict):
-        kept: dict[str, Any] = {}
-        removed: list[str] = []
-        for key, value in node.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if isinstance(value, _Reset):
-                removed.append(sub)
-                continue
-            kept[key], more = resolve_resets(value, sub)
-            removed += more
-        return kept, removed
-    return node, []
 
 
 def _gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,20 +113,22 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 # ----------------------------------------------------------------- compose
 
 
-def test_compose_default_is_gpu_stack(tmp_path: Path) -> None:
+def test_compose_base_is_the_cpu_stack(tmp_path: Path) -> None:
     cfg = _compose(COMPOSE, tmp_path=tmp_path)
     services = cfg["services"]
     assert {"redis", "bootstrap", "api", "nginx", "prometheus", "grafana", "trainer"} <= set(services)
-    for name in ("api", "trainer"):
-        devices = _gpu_devices(services[name])
-        assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
-        assert services[name]["build"]["target"] == "gpu"
+    for name in services:
+        assert not _gpu_devices(services[name]), f"{name}: the base file must run on any host"
+    assert (
+        services["api"]["build"]["target"] == "serve-cpu" and services["api"]["image"] == "dlf-ctr:serve-cpu"
+    )
+    for name in ("bootstrap", "trainer"):
+        assert services[name]["build"]["target"] == "trainer-cpu", name
     assert services["trainer"]["profiles"] == ["train"]
     api = services["api"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert api["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
     assert "ports" not in api, "api must not publish a host port (nginx does), or --scale breaks"
-    assert "ports" in services["nginx"]
     assert "--appendonly" in services["redis"]["command"]
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
     assert {"registry", "redis-data"} <= set(cfg["volumes"])
@@ -161,30 +137,62 @@ def test_compose_default_is_gpu_stack(tmp_path: Path) -> None:
     assert mounts["/registry"] == trainer_mounts["/registry"] == "registry"
 
 
-def test_compose_cpu_override(tmp_path: Path) -> None:
-    """The CPU override switches targets and (with Compose v2 `!reset`) drops GPU reservations.
+def _published(service: dict[str, Any]) -> dict[str, str]:
+    """container port -> host ip for each published port (docker-compose 1.29 prints the long form)."""
+    out = {}
+    for p in service.get("ports", []):
+        if isinstance(p, str):
+            *host, target = p.split(":")
+            out[target.split("/")[0]] = host[0] if len(host) == 2 else "0.0.0.0"
+        else:
+            out[str(p["target"])] = p.get("host_ip", "0.0.0.0")
+    return out
 
-    docker-compose 1.29 cannot parse `!reset`, so it validates the override with the
-    reset keys removed, which is exactly how Compose v2 applies them.
-    """
-    raw = yaml.load(COMPOSE_CPU.read_text(encoding="utf-8"), Loader=_ResetLoader)  # noqa: S506
-    resolved, removed = resolve_resets(raw)
-    assert sorted(removed) == [
-        "services.api.deploy.resources.reservations.devices",
-        "services.trainer.deploy.resources.reservations.devices",
-    ]
-    plain = tmp_path / "compose.cpu.resolved.yml"
-    plain.write_text(yaml.safe_dump(resolved), encoding="utf-8")
-    services = _compose(COMPOSE, plain, tmp_path=tmp_path)["services"]
+
+def test_admin_and_ops_ports_publish_on_loopback_only(tmp_path: Path) -> None:
+    services = _compose(COMPOSE, tmp_path=tmp_path)["services"]
+    nginx = _published(services["nginx"])
+    assert nginx["8081"] == "127.0.0.1", "the admin listener must not be public"
+    assert _published(services["prometheus"])["9090"] == "127.0.0.1"
+    assert _published(services["grafana"])["3000"] == "127.0.0.1"
+
+
+def test_grafana_has_no_default_password(tmp_path: Path) -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose binary not installed")
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    env["DLF_ADMIN_TOKEN"] = "t"
+    proc = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in proc.stderr
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "GRAFANA_ADMIN_PASSWORD:-" not in text and "admin/admin" not in text
+
+
+def test_compose_gpu_override_adds_gpu_images_and_reservations(tmp_path: Path) -> None:
+    """Adds keys only (no `!reset`), so docker-compose 1.29 merges it as Compose v2 does."""
+    assert " !reset" not in COMPOSE_GPU.read_text(encoding="utf-8").split("\nservices:", 1)[1]
+    services = _compose(COMPOSE, COMPOSE_GPU, tmp_path=tmp_path)["services"]
+    assert services["api"]["build"]["target"] == "serve-gpu"
     for name in ("api", "trainer", "bootstrap"):
-        assert services[name]["build"]["target"] == "cpu", name
-        assert services[name]["image"].endswith(":cpu"), name
-    # What v2 leaves after the reset: no device request at all.
-    base = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    for name in ("api", "trainer"):
-        assert _gpu_devices(base["services"][name]), f"{name}: base file lost its GPU reservation"
-        override_reservations = raw["services"][name]["deploy"]["resources"]["reservations"]
-        assert isinstance(override_reservations["devices"], _Reset)
+        devices = _gpu_devices(services[name])
+        assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
+    for name in ("bootstrap", "trainer"):
+        assert services[name]["build"]["target"] == "trainer", name
+
+
+def test_compose_local_override_uses_images_built_from_debian(tmp_path: Path) -> None:
+    services = _compose(COMPOSE, COMPOSE_LOCAL, tmp_path=tmp_path)["services"]
+    for name in ("redis", "nginx", "prometheus"):
+        assert services[name]["image"] == "dlf-infra:bookworm", name
+        assert services[name].get("user") not in (None, "root", "0"), f"{name} must not run as root"
+    for name in ("api", "bootstrap", "trainer"):
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == "dlf-base:bookworm", name
+    # the base file's healthchecks and config mounts still apply to the Debian-built images
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    assert "/etc/nginx/nginx.conf" in _mounts(services["nginx"])
 
 
 # ----------------------------------------------------------------- prometheus / nginx
@@ -222,6 +230,17 @@ def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     text = conf.read_text(encoding="utf-8")
     assert "resolver 127.0.0.11" in text
     assert re.search(r"proxy_pass\s+\$\w+;", text), "proxy_pass must use a variable so replicas re-resolve"
+    public, admin = text.split("listen 8080;", 1)[1].split("listen 8081;", 1)
+    # the public listener answers /admin/ itself; only the admin listener proxies it
+    admin_block = public.split("location /admin/", 1)[1].split("}", 1)[0]
+    assert "return 404" in admin_block and "proxy_pass" not in admin_block
+    assert (
+        "location /admin/" in admin and "proxy_pass" in admin.split("location /admin/", 1)[1].split("}", 1)[0]
+    )
+    # retries: POST /predict only on connect errors and 503 (never on 502 / read timeouts)
+    predict_block = public.split("location = /predict", 1)[1].split("}", 1)[0]
+    assert "proxy_next_upstream error http_503 non_idempotent;" in predict_block
+    assert "non_idempotent" not in public.replace(predict_block, "")
 
 
 # ----------------------------------------------------------------- grafana
@@ -317,12 +336,18 @@ def test_k8s_manifests_parse_with_expected_kinds() -> None:
 def test_dockerfile_shape() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.MULTILINE | re.IGNORECASE)
-    assert stages[-1] == "gpu", "the default (last) target must be the GPU image"
-    assert "cpu" in stages
+    assert {"serve-cpu", "serve-gpu", "trainer-cpu", "trainer"} <= set(stages)
+    # the legacy builder builds every stage above the target: CPU images must not need GPU stages
+    assert max(stages.index("serve-cpu"), stages.index("trainer-cpu")) < stages.index("serve-gpu-deps")
     assert re.search(r"^USER\s+app", text, flags=re.MULTILINE)
     assert "HEALTHCHECK" in text and "/healthz" in text
-    assert "torch==${TORCH_VERSION}" in text and "TORCH_VERSION=2.13.0" in text
-    final_gpu = text.rsplit("AS gpu\n", 1)[1]
-    assert "build-essential" not in final_gpu and "COPY --from=gpu-builder /opt/venv" in final_gpu
-    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    assert {".venv", ".git", "registry", "data"} <= set(ignore)
+    assert "--chmod" not in text, "COPY --chmod needs BuildKit; CI builds with DOCKER_BUILDKIT=0"
+    serve_cpu = text.split("FROM python AS serve-cpu\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "COPY service " in serve_cpu and "training" not in serve_cpu and "model" not in serve_cpu
+    assert "DLF_REQUIRE_PROVIDER=CUDAExecutionProvider" in text.split("FROM python AS serve-gpu\n", 1)[1]
+    # dependencies install from the lock before any code is copied (cache-friendly layers)
+    deps = text.split("FROM python AS serve-cpu-deps", 1)[1].split("\nFROM ", 1)[0]
+    assert "deploy/locks/serve-cpu.txt" in deps and "COPY service" not in deps
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    ignore = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "**" and "!service/**" in ignore and "!.venv" not in ignore

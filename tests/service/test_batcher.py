@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import numpy as np
 import pytest
 
-from service.batcher import MicroBatcher
+from service.batcher import ClientGone, MicroBatcher, Overloaded, usable_cores
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -61,10 +62,10 @@ async def test_concurrent_requests_are_coalesced_in_order(
     assert metrics.registry.get_sample_value("dlf_queue_depth") == 0
 
 
-async def test_batches_respect_max_rows_and_big_requests_run_alone(
+async def test_batches_respect_max_rows_and_big_requests_are_split_in_order(
     bundle_a: TinyBundle, counting: CountingModel
 ) -> None:
-    batcher = MicroBatcher(max_batch_rows=4, max_wait_ms=50)
+    batcher = MicroBatcher(max_batch_rows=4, workers=2)
     await batcher.start()
     try:
         sizes = [3, 3, 10, 1, 1]
@@ -72,8 +73,10 @@ async def test_batches_respect_max_rows_and_big_requests_run_alone(
         results = await asyncio.gather(*(batcher.submit(counting, c, n) for c, n in requests))
     finally:
         await batcher.stop()
-    assert max(counting.calls) == 10 and all(c <= 4 for c in counting.calls if c != 10)
+    assert all(c <= 4 for c in counting.calls) and sum(counting.calls) == sum(sizes)
     assert [len(r) for r in results] == sizes
+    for (cat, num), got in zip(requests, results, strict=True):
+        np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
 
 
 async def test_disabled_batching_calls_once_per_request(
@@ -121,3 +124,193 @@ async def test_a_failing_batch_fails_its_requests_and_the_worker_survives(counti
         assert good.shape == (1,)
     finally:
         await batcher.stop()
+
+
+class GatedModel:
+    """The real session behind a gate: a call whose first id is ``hold_id`` waits until released."""
+
+    def __init__(self, model: LoadedModel, hold_id: int = -1) -> None:
+        self.model = model
+        self.hold_id = hold_id
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[tuple[str, int]] = []
+
+    def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+        self.calls.append((threading.current_thread().name, int(cat_ids.shape[0])))
+        if int(cat_ids[0, 0]) == self.hold_id:
+            self.entered.set()
+            assert self.gate.wait(30), "test never released the gate"
+        return self.model.run(cat_ids, numerics)
+
+
+def held_rows(bundle: TinyBundle, n: int, hold_id: int) -> tuple[np.ndarray, np.ndarray]:
+    cat, num = random_rows(bundle, n, seed=99)
+    cat[:, 0] = hold_id
+    return cat, num
+
+
+@pytest.fixture
+def gated(bundle_a: TinyBundle) -> GatedModel:
+    # user id 3 (= "u3") opens a held call; random_rows never starts a request with it on purpose
+    return GatedModel(load_model(bundle_a.path, intra_op_threads=1, inter_op_threads=1), hold_id=3)
+
+
+def free_rows(bundle: TinyBundle, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    cat, num = random_rows(bundle, n, seed)
+    cat[:, 0] = cat[:, 0] % 3  # never the held id
+    return cat, num
+
+
+async def wait_entered(model: GatedModel) -> None:
+    assert await asyncio.to_thread(model.entered.wait, 30)
+
+
+async def test_a_request_runs_on_the_free_worker_while_another_is_busy(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    batcher = MicroBatcher(workers=2, max_wait_ms=60_000)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 2, 3)))
+        await wait_entered(gated)
+        cat, num = free_rows(bundle_a, 3, seed=1)
+        # finishes while the first worker is still blocked: it went to the free one, at once
+        got = await asyncio.wait_for(batcher.submit(gated, cat, num), 20)
+        np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+        assert not held.done() and batcher.busy_workers == 1
+        gated.gate.set()
+        await held
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    threads = [t for t, _ in gated.calls]
+    assert len(set(threads)) == 2 and all(t.startswith("dlf-infer") for t in threads)
+
+
+async def test_a_lone_request_on_an_idle_pool_runs_alone_and_at_once(
+    bundle_a: TinyBundle, counting: CountingModel
+) -> None:
+    batcher = MicroBatcher(workers=2, max_wait_ms=60_000)  # the old batcher would wait a minute here
+    await batcher.start()
+    try:
+        cat, num = free_rows(bundle_a, 1, seed=0)
+        got = await asyncio.wait_for(batcher.submit(counting, cat, num), 20)
+    finally:
+        await batcher.stop()
+    assert counting.calls == [1] and batcher.batches_run == 1
+    np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+
+
+async def test_requests_coalesce_only_while_every_worker_is_busy(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    batcher = MicroBatcher(workers=1, max_batch_rows=64)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        requests = [free_rows(bundle_a, n, seed) for seed, n in enumerate([2, 1, 3, 1, 2])]
+        waiting = [asyncio.ensure_future(batcher.submit(gated, c, n)) for c, n in requests]
+        await asyncio.sleep(0.05)
+        assert batcher.queued_rows == 9 and not any(w.done() for w in waiting)
+        gated.gate.set()
+        results = await asyncio.gather(held, *waiting)
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    assert [rows for _, rows in gated.calls] == [1, 9]  # the queue went out as ONE batch
+    for (cat, num), got in zip(requests, results[1:], strict=True):
+        np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+
+
+async def test_queued_requests_of_two_versions_never_share_a_batch(
+    bundle_a: TinyBundle, bundle_b: TinyBundle, gated: GatedModel
+) -> None:
+    b = CountingModel(load_model(bundle_b.path))
+    batcher = MicroBatcher(workers=1, max_batch_rows=64)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        cat, num = free_rows(bundle_a, 2, seed=5)
+        order = [gated, b, gated, b, b, gated]
+        waiting = [asyncio.ensure_future(batcher.submit(m, cat, num)) for m in order]
+        await asyncio.sleep(0.05)
+        gated.gate.set()
+        results = await asyncio.gather(*waiting)
+        await held
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    for model, got in zip(order, results, strict=True):
+        want = bundle_a if model is gated else bundle_b
+        np.testing.assert_allclose(got, want.forward(cat, num), atol=1e-6)
+    assert sum(b.calls) == 6 and sum(rows for _, rows in gated.calls) == 1 + 6
+
+
+async def test_a_full_queue_rejects_at_once_and_counts_it(bundle_a: TinyBundle, gated: GatedModel) -> None:
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(workers=1, max_queued_rows=4, metrics=metrics)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(
+            batcher.submit(gated, *held_rows(bundle_a, 5, 3))
+        )  # empty queue admits 5 > 4
+        await wait_entered(gated)
+        queued = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 3, 0)))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(gated, *free_rows(bundle_a, 2, 1))  # 3 + 2 > 4
+        assert info.value.retry_after_s >= 1 and info.value.limit == 4
+        one_more = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 1, 2)))  # 3 + 1 fits
+        await asyncio.sleep(0)
+        assert metrics.registry.get_sample_value("dlf_queued_rows") == 4
+        gated.gate.set()
+        await asyncio.gather(held, queued, one_more)
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    assert metrics.registry.get_sample_value("dlf_rejected_requests_total") == 1
+    assert batcher.rejected == 1
+
+
+async def test_a_request_whose_client_left_is_dropped_before_inference(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(workers=1, metrics=metrics)
+    await batcher.start()
+    left = asyncio.Event()
+
+    async def receive() -> dict:  # what ASGI receive() answers once the client has gone
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def never() -> dict:
+        await asyncio.Event().wait()
+        return {}
+
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        gone = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 7, 0), watch=receive))
+        stays = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 2, 1), watch=never))
+        await asyncio.sleep(0.01)
+        left.set()
+        await asyncio.sleep(0.01)
+        gated.gate.set()
+        with pytest.raises(ClientGone):
+            await gone
+        assert (await stays).shape == (2,)
+        await held
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    assert [rows for _, rows in gated.calls] == [1, 2]  # the 7 rows never reached the model
+    assert metrics.registry.get_sample_value("dlf_dropped_requests_total") == 1
+
+
+def test_pool_size_defaults_to_the_usable_cores() -> None:
+    assert MicroBatcher().workers == usable_cores() == len(os.sched_getaffinity(0))
+    assert MicroBatcher(workers=3).workers == 3

@@ -92,3 +92,26 @@ def test_errors_are_collected_but_capped() -> None:
         parse([{}] * 10)
     assert len(info.value.errors) == 20  # 6 per record; capped, not one per value of a huge request
     assert {e.record for e in info.value.errors} == {0, 1, 2, 3}
+
+
+def test_column_fast_path_equals_the_per_value_rules() -> None:
+    from service.encoding import categorical_key, numeric_value
+
+    rng = np.random.default_rng(0)
+    records = [
+        {
+            "user": str(rng.choice(["u1", "u2", "zz", ""])),
+            "item": [266, 1.5, "abc", 267.0][i % 4],
+            "daytime": "night",
+            "city": "oslo",
+            "price": float(rng.gamma(2.0, 3.0)),
+            "rating": int(rng.integers(-5, 6)),
+        }
+        for i in range(50)
+    ]
+    parsed = parse(records, max_rows=100)
+    for j, f in enumerate(SCHEMA.categorical):
+        assert parsed.cat_keys[j] == [categorical_key(r[f.name]) for r in records]
+    for j, f in enumerate(SCHEMA.numeric):
+        want = np.array([numeric_value(r[f.name], f) for r in records], dtype=np.float32)
+        np.testing.assert_allclose(parsed.numerics[:, j], want, rtol=1e-6)

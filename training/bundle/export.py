@@ -10,6 +10,7 @@ is the fallback used only when the TorchScript exporter raises.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import external_data_helper
 from torch import nn
 
 from model.base import ProbabilityModel
 from service.contract import CAT_INPUT, NUM_INPUT, PROB_OUTPUT
 
 OPSET = 17
+# Weights above this go to <bundle>/model.onnx.data (ONNX external data); protobuf caps a file at 2 GiB.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+EXTERNAL_DATA_NAME = "model.onnx.data"
+ALIGNMENT = 4096
 PARITY_ROWS = 1000
 PARITY_TOL = 1e-5
 Exporter = Literal["auto", "torchscript", "dynamo"]
@@ -101,6 +107,56 @@ def check_parity(
     return diff
 
 
+def parameter_bytes(net: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+
+
+def gather_external_data(path: Path, location: str = EXTERNAL_DATA_NAME) -> int:
+    """Move every external tensor of ``path`` into ONE file ``<dir>/<location>``; returns its size.
+
+    The TorchScript exporter switches to external data by itself past 2 GB, but
+    writes one file per initializer (named after the parameter) next to the
+    model: a bundle must stay ``model.onnx`` + ``model.onnx.data``. Streams file
+    by file (never the whole model in memory) and aligns each tensor to 4 KiB so
+    ONNX Runtime can memory-map it.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    folder = path.parent
+    target = folder / location
+    moved: list[Path] = []
+    with target.open("ab") as out:
+        for tensor in external_data_helper._get_all_tensors(model):
+            if not external_data_helper.uses_external_data(tensor):
+                continue
+            info = {e.key: e.value for e in tensor.external_data}
+            if info["location"] == location:
+                continue
+            source = folder / info["location"]
+            start = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else source.stat().st_size - start
+            out.write(b"\0" * (-out.tell() % ALIGNMENT))
+            offset = out.tell()
+            with source.open("rb") as src:
+                src.seek(start)
+                shutil.copyfileobj(src, out, length=16 << 20)
+            del tensor.external_data[:]  # (set_external_data() wants the bytes loaded; we never load them)
+            for key, value in (("location", location), ("offset", offset), ("length", length)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+            moved.append(source)
+    onnx.save(model, str(path))
+    for source in set(moved):
+        source.unlink()
+    return target.stat().st_size
+
+
+def _has_external_data(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return any(
+        external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)
+    )
+
+
 def _export(
     wrapper: ProbabilityModel, args: tuple[torch.Tensor, ...], names: list[str], path: Path, kind: str
 ) -> None:
@@ -128,7 +184,8 @@ def _export(
         opset_version=OPSET,
         dynamic_shapes=tuple({0: batch} for _ in args),
         dynamo=True,
-        external_data=False,
+        # Past ONNX's 2 GB protobuf limit the weights must live outside model.onnx.
+        external_data=parameter_bytes(wrapper) > EXTERNAL_DATA_THRESHOLD,
         verbose=False,
     )
 
@@ -145,7 +202,8 @@ def export_onnx(
 ) -> dict[str, object]:
     """Export ``net`` (logits) as ``path`` with a probability output and verify parity on random rows.
 
-    Returns {"exporter", "opset", "parity_max_abs_diff", "parity_rows"}; raises ExportParityError.
+    Returns {"exporter", "opset", "parity_max_abs_diff", "parity_rows"} (+ "external_data" when the
+    weights crossed ONNX's 2 GB limit and went to ``model.onnx.data``); raises ExportParityError.
     """
     path = Path(path)
     net = net.to("cpu").eval()
@@ -165,6 +223,7 @@ def export_onnx(
             last = e
     else:
         raise RuntimeError(f"ONNX export failed with every exporter ({kinds})") from last
+    external = gather_external_data(path) if _has_external_data(path) else 0
     diff = check_parity(net, path, feeds, tol)
     opset = next(
         (
@@ -174,4 +233,12 @@ def export_onnx(
         ),
         None,
     )
-    return {"exporter": kind, "opset": opset, "parity_max_abs_diff": diff, "parity_rows": parity_rows}
+    info: dict[str, object] = {
+        "exporter": kind,
+        "opset": opset,
+        "parity_max_abs_diff": diff,
+        "parity_rows": parity_rows,
+    }
+    if external:
+        info["external_data"] = {"location": EXTERNAL_DATA_NAME, "bytes": external}
+    return info

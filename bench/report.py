@@ -1,0 +1,263 @@
+"""Markdown + PNG report of bench/serving_engine.py, and the issue's done-when checks on its numbers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+START = "<!-- serving-engine:start -->"
+END = "<!-- serving-engine:end -->"
+
+
+def _cell(result: dict[str, Any], server: str, rows: int, conns: int) -> dict[str, Any]:
+    for c in result["cells"]:
+        if c["server"] == server and c["rows"] == rows and c["conns"] == conns:
+            return c["result"]
+    raise KeyError((server, rows, conns))
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """(done-when line, holds?, the numbers) for each line the benchmark can judge."""
+    cells = result["cells"]
+    rows_list = sorted({c["rows"] for c in cells})
+    conns_list = sorted({c["conns"] for c in cells})
+    out = []
+    ratios = {
+        (r, c): _cell(result, "service", r, c)["rows_per_s"]
+        / max(_cell(result, "naive", r, c)["rows_per_s"], 1e-9)
+        for r in rows_list
+        for c in conns_list
+    }
+    worst = min(ratios, key=ratios.get)
+    out.append(
+        (
+            "service >= 1.0x the naive peer's rows/s in every cell",
+            all(v >= 1.0 for v in ratios.values()),
+            f"lowest {ratios[worst]:.2f}x at {worst[0]} rows x {worst[1]} conns",
+        )
+    )
+    if (1, 32) in ratios:
+        out.append(
+            (
+                "service >= 3x the naive peer at 1 row x 32 conns",
+                ratios[(1, 32)] >= 3.0,
+                f"{ratios[(1, 32)]:.2f}x",
+            )
+        )
+    parts, ok = [], True
+    for r in (r for r in rows_list if r >= 100):
+        best = max(_cell(result, "service", r, c)["rows_per_s"] for c in conns_list)
+        ceil = result["ceilings"][str(r)]["rows_per_s"]
+        ok &= best >= 0.8 * ceil
+        parts.append(f"{r} rows: {best:,.0f} / {ceil:,.0f} = {best / ceil:.2f}x")
+    out.append(
+        ("at >= 100 rows/request, service >= 0.8x the raw-ORT all-cores ceiling", ok, "; ".join(parts))
+    )
+    s11, n11 = _cell(result, "service", 1, 1), _cell(result, "naive", 1, 1)
+    out.append(
+        (
+            "1 row x 1 conn: service p50 <= naive p50 + 0.5 ms",
+            s11["p50_ms"] <= n11["p50_ms"] + 0.5,
+            f"{s11['p50_ms']:.2f} ms vs {n11['p50_ms']:.2f} ms",
+        )
+    )
+    ov = result["overload"]
+    svc = ov["service"]
+    out.append(
+        (
+            "overload: no client timeouts",
+            svc["timeouts"] == 0 and svc["errors"] == 0,
+            f"{svc['timeouts']} timeouts, {svc['errors']} other errors",
+        )
+    )
+    max503 = svc["max_503_ms"]
+    out.append(
+        (
+            "overload: excess gets 503 + Retry-After within 50 ms",
+            svc["status_503"] > 0
+            and max503 is not None
+            and max503 <= 50
+            and svc["retry_after_on_503"] == svc["status_503"],
+            f"{svc['status_503']} x 503 (all with Retry-After: {svc['retry_after_on_503'] == svc['status_503']}), "
+            f"p99 {_fmt(svc['p99_503_ms'])} ms, max {_fmt(max503)} ms",
+        )
+    )
+    out.append(
+        (
+            "overload: admitted p99 <= 2x unloaded p99 at that size",
+            svc["p99_ms"] is not None and svc["p99_ms"] <= 2 * ov["unloaded_p99_ms"],
+            f"{_fmt(svc['p99_ms'])} ms vs 2 x {_fmt(ov['unloaded_p99_ms'])} ms",
+        )
+    )
+    rob = result.get("robustness")
+    if rob:
+        rl = rob["reloads"]
+        failed = rl["requests"] - rl["ok"]
+        reload_ok = all(a[0] == 200 and a[1] == "ok" for a in rl["reload_answers"])
+        out.append(
+            (
+                "10 hot reloads under load: 0 failed requests",
+                failed == 0 and reload_ok,
+                f"{rl['requests']} requests, {failed} failed; reload answers all ok: {reload_ok}",
+            )
+        )
+        ro = rob["redis_outage"]
+        five = ro["status_503"] + ro["errors"] + ro["timeouts"]
+        out.append(
+            (
+                "Redis stopped under load: 0 5xx (degraded answers)",
+                five == 0,
+                f"{ro['requests']} requests, {five} 5xx/errors/timeouts; probe while down "
+                f"(status, degraded) = {ro['degraded_answer_seen']}; {ro['redis_errors']:.0f} Redis errors",
+            )
+        )
+    return out
+
+
+def _plots(result: dict[str, Any], img: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    cells = result["cells"]
+    rows_list = sorted({c["rows"] for c in cells})
+    conns_list = sorted({c["conns"] for c in cells})
+    fig, axes = plt.subplots(1, len(conns_list), figsize=(4.2 * len(conns_list), 3.6), sharey=True)
+    for ax, conns in zip(axes, conns_list, strict=True):
+        for server, style in (("service", "o-"), ("naive", "s--")):
+            ax.plot(
+                rows_list,
+                [_cell(result, server, r, conns)["rows_per_s"] for r in rows_list],
+                style,
+                label="this service" if server == "service" else "naive peer",
+            )
+        ceil = [result["ceilings"][str(r)]["rows_per_s"] for r in rows_list]
+        ax.plot(rows_list, ceil, "k:", label="raw ORT, all cores")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{conns} connection{'s' if conns > 1 else ''}")
+        ax.set_xlabel("rows / request")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("rows / s (200 answers)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    names = ["serving_rows_per_s.png"]
+    fig.savefig(img / names[0], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for server, style in (("service", "-"), ("naive", "--")):
+        cdf = _cell(result, server, 1, 32)["cdf_ms"]
+        if cdf:
+            ax.plot(
+                cdf,
+                [i / (len(cdf) - 1) for i in range(len(cdf))],
+                style,
+                label="this service" if server == "service" else "naive peer",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("latency ms (1 row/request, 32 connections)")
+    ax.set_ylabel("fraction of requests")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    names.append("serving_latency_cdf.png")
+    fig.savefig(img / names[1], dpi=110)
+    plt.close(fig)
+    return names
+
+
+def markdown(result: dict[str, Any], plots: list[str]) -> str:
+    meta = result["meta"]
+    cells = result["cells"]
+    rows_list = sorted({c["rows"] for c in cells})
+    conns_list = sorted({c["conns"] for c in cells})
+    lines = [
+        START,
+        "## Serving engine: this service vs a naive peer vs raw ONNX Runtime",
+        "",
+        f"Command (one sitting, {meta['minutes']:.1f} min): `{meta['command']}`",
+        "",
+        f"Run {meta['started']} on {meta['cores']} usable cores shared with other jobs: load average "
+        f"before {meta['load_before']}, after {meta['load_after']}. Bundle `{meta['bundle']}` "
+        f"({meta.get('bundle_note', 'see below')}). Service: Redis backend (vocab published to the "
+        "shared redis-server under a fresh prefix), default settings "
+        f"({meta.get('service_info')}). Naive peer: bench/naive_peer.py (plain `def` endpoint, one "
+        "`session.run` per request, dict vocab, no batching, no Redis). Load: bench/load_client.py in its "
+        f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, 2 s client timeout, "
+        "Retry-After honoured; service and peer alternate cell by cell. rows/s counts 200 answers only; "
+        "p50/p99 are of 200 answers.",
+        "",
+        "| rows/req x conns | service rows/s | p50 ms | p99 ms | 503s | timeouts+errors | naive rows/s | "
+        "p50 ms | p99 ms | timeouts+errors | service / naive | raw ORT ceiling rows/s | service / ceiling |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows_list:
+        ceil = result["ceilings"][str(r)]["rows_per_s"]
+        for c in conns_list:
+            s, n = _cell(result, "service", r, c), _cell(result, "naive", r, c)
+            lines.append(
+                f"| {r} x {c} | {s['rows_per_s']:,.0f} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
+                f"{s['status_503']} | {s['timeouts'] + s['errors']} | {n['rows_per_s']:,.0f} | "
+                f"{_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['timeouts'] + n['errors']} | "
+                f"{s['rows_per_s'] / max(n['rows_per_s'], 1e-9):.2f}x | {ceil:,.0f} | {s['rows_per_s'] / ceil:.2f}x |"
+            )
+    ov = result["overload"]
+    lines += [
+        "",
+        f"Raw ORT ceiling: bench/ort_ceiling.py, one session (1 intra-op thread) per core in "
+        f"{meta['cores']} processes side by side, batch = rows/request, no HTTP.",
+        "",
+        f"### Overload: open loop at {ov['rate_req_s']:.1f} requests/s of {ov['rows']} rows "
+        f"({ov['rate_req_s'] / ov['capacity_req_s']:.1f}x the service's best closed-loop rate, "
+        f"{ov['capacity_req_s']:.1f} req/s)",
+        "",
+        "| server | requests | 200 | 503 (with Retry-After) | 503 p99 / max ms | timeouts | errors | "
+        "200 p50 ms | 200 p99 ms | unloaded p99 ms (1 conn) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("service", "naive"):
+        o = ov[name]
+        lines.append(
+            f"| {name} | {o['requests']} | {o['ok']} | {o['status_503']} ({o['retry_after_on_503']}) | "
+            f"{_fmt(o['p99_503_ms'])} / {_fmt(o['max_503_ms'])} | {o['timeouts']} | {o['errors']} | "
+            f"{_fmt(o['p50_ms'])} | {_fmt(o['p99_ms'])} | {_fmt(ov['unloaded_p99_ms'])} |"
+        )
+    rob = result.get("robustness")
+    if rob:
+        rl, ro = rob["reloads"], rob["redis_outage"]
+        lines += [
+            "",
+            "### Robustness under load (private redis-server, 8 connections x 10 rows)",
+            "",
+            f"- 10 hot reloads (`POST /admin/reload`, alternating two versions): {rl['requests']} requests, "
+            f"{rl['ok']} answered 200, {rl['status_503']} x 503, {rl['timeouts']} timeouts, "
+            f"{rl['errors']} other errors; reload answers {[tuple(a[:2]) for a in rl['reload_answers']]}.",
+            f"- Redis stopped for a third of the run, then restarted: {ro['requests']} requests, {ro['ok']} "
+            f"answered 200, {ro['status_503']} x 503, {ro['timeouts']} timeouts, {ro['errors']} other errors; "
+            f"a probe with unseen values while Redis was down got (status, degraded) = "
+            f"{ro['degraded_answer_seen']}.",
+        ]
+    lines += ["", "### Done-when checks (computed from the numbers above)", ""]
+    for line, holds, numbers in checks(result):
+        lines.append(f"- [{'x' if holds else ' '}] {line}: {'holds' if holds else 'FAILS'} ({numbers})")
+    lines += [""] + [f"![{p}](img/{p})" for p in plots] + ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict[str, Any], doc: Path, img: Path) -> None:
+    """Replace the section between the markers in ``doc`` (appended when absent)."""
+    section = markdown(result, _plots(result, img))
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END) + "\n?", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.write_text(text)

@@ -1,0 +1,68 @@
+"""Metrics added for scale-out (in-flight, OOV per field, served probabilities) and the typed OpenAPI."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.testing import VERSION_A, VERSION_B, TinyBundle
+
+ROWS = [
+    {"user": "u1", "item": "nope", "daytime": "night", "city": "mars", "price": 1, "rating": 2},
+    {"user": "u2", "item": 266, "daytime": "morning", "city": "oslo", "price": 0, "rating": 4},
+    {"user": "zz", "item": "nope2", "daytime": "night", "city": "paris", "price": 3, "rating": 1},
+]
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_in_flight_oov_and_probability_metrics(make_client, bundle_a: TinyBundle) -> None:
+    client = await make_client()
+    r = await client.post("/predict", json={"records": ROWS})
+    assert r.status_code == 200
+    probs = r.json()["probabilities"]
+    got = samples((await client.get("/metrics")).text)
+    assert got[("dlf_oov_values_total", (("field", "item"),))] == 2
+    assert got[("dlf_oov_values_total", (("field", "city"),))] == 1
+    assert got[("dlf_oov_values_total", (("field", "user"),))] == 1
+    assert ("dlf_oov_values_total", (("field", "daytime"),)) not in got
+    version = (("version", VERSION_A),)
+    assert got[("dlf_served_probability_count", version)] == 3
+    assert abs(got[("dlf_served_probability_sum", version)] - sum(probs)) < 1e-5
+    for le in ("0.1", "0.5", "0.9", "1.0"):
+        expected = sum(p <= float(le) for p in probs)
+        assert got[("dlf_served_probability_bucket", (("le", le), ("version", VERSION_A)))] == expected
+    assert got[("dlf_in_flight_requests", ())] == 1  # the /metrics request itself
+    again = samples((await client.get("/metrics")).text)
+    assert again[("dlf_in_flight_requests", ())] == 1  # not leaking: back to just this request
+
+
+async def test_openapi_is_typed_for_the_bundle_and_follows_a_reload(
+    make_client, bundle_b: TinyBundle
+) -> None:
+    client = await make_client(admin_token="t")
+    spec = (await client.get("/openapi.json")).json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    records = body["oneOf"][0]["properties"]["records"]
+    fields = records["items"]["properties"]
+    assert list(fields) == [f.name for f in bundle_b.schema.fields]
+    assert records["items"]["required"] == list(fields) and records["maxItems"] == 1000
+    assert fields["price"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": -1}  # log1p field
+    assert fields["city"]["examples"] == ["paris"]
+    assert VERSION_A in spec["info"]["description"]
+    assert {"401", "403", "404", "409", "413", "422", "503"} <= set(
+        spec["paths"]["/admin/reload"]["post"]["responses"]
+    )
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["parameters"][0]["schema"]["enum"] == ["tiny"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+    r = await client.post("/admin/reload", json={"version": VERSION_B}, headers={"Authorization": "Bearer t"})
+    assert r.status_code == 200, r.text
+    spec = (await client.get("/openapi.json")).json()
+    assert VERSION_B in spec["info"]["description"] and VERSION_A not in spec["info"]["description"]
