@@ -267,13 +267,19 @@ def render(results: list[dict[str, Any]], args: dict[str, Any], wall: float, dat
                   f"Order full >= each ablation on valid AUC: {'holds' if holds else 'does NOT hold'}."]  # fmt: skip
     lines += [
         "",
-        "- Recipe row: the structure of `training/recipes/frappe.yaml` (teacher members, distillation,",
-        "  calibration) trained by the same `train_on` that `python -m training.cli train` runs.",
+        f"- Recipe row: the structure of the `{args.get('recipe', 'frappe')}` recipe (`training/recipes/`: teacher",
+        "  members, distillation, calibration) trained by the same `train_on` that `python -m training.cli train` runs.",
         "- Teacher row: the recipe's cross-fitted members averaged (each member skips one fold of the train",
         "  rows, so its logits on that fold are out-of-fold distillation targets); not calibrated.",
         "- int8 row: ONNX Runtime dynamic quantisation of the recipe row's graph, scored through ORT.",
         "- Ablations: one member of the recipe (same width, same fit settings), one part switched off.",
-        "- Baselines: one FuxiCTR-like setting each at the references' width, not a search.",
+        *(
+            ["- Baselines: one FuxiCTR-like setting each at the references' width, not a search."]
+            if any(r["group"] == "baseline" for r in results)
+            else ["- Baselines: not run in this invocation."]
+        ),
+        "- rows/s: every graph timed in this process, round-robin, median of 3 rounds; graphs of the same",
+        "  architecture (recipe student, single member) differ only by timing noise on the shared cores.",
         "",
         "## Reference points (same split, other libraries, from the data README)",
         "",
@@ -362,6 +368,8 @@ def write_report(results: list[dict[str, Any]], args: dict[str, Any], wall: floa
 def rerender(run_file: Path, data_path: Path, out: Path) -> None:
     """Rewrite the report from one finished run's saved results (same run, same wall time)."""
     run = json.loads(run_file.read_text())
+    cmd = run["args"]["command"].split()  # runs saved before "recipe" was recorded
+    run["args"].setdefault("recipe", cmd[cmd.index("--recipe") + 1] if "--recipe" in cmd else "frappe")
     data = frappe_data(data_path, run["args"]["train_fraction"])
     write_report(run["results"], run["args"], run["wall"], data, out)
 
