@@ -79,8 +79,9 @@ RUN python3 -m venv /opt/venv \
       /opt/venv/lib/python3.11/site-packages/_distutils_hack /opt/venv/lib/python3.11/site-packages/pkg_resources \
       /opt/venv/lib/python3.11/site-packages/distutils-precedence.pth
 
-FROM python AS trainer-cpu
-COPY --from=trainer-cpu-deps /opt/venv /opt/venv
+# Built on its deps stage instead of copying a 1.2 GB venv into a fresh stage: halves the
+# build time; the price is the wheelhouse layer (empty unless PIP_OFFLINE builds filled it).
+FROM trainer-cpu-deps AS trainer-cpu
 COPY model /app/model
 COPY training /app/training
 COPY service /app/service

@@ -67,7 +67,7 @@ def free_port() -> int:
 
 def frappe_records(path: Path, n: int, seed: int = 0) -> list[dict[str, str]]:
     """Real Frappe rows as a client sends them: {field: raw value}, in random order."""
-    from training.spec import FRAPPE_FIELDS
+    from training.data.spec import FRAPPE_FIELDS
 
     lines = path.read_text().splitlines()
     rng = np.random.default_rng(seed)

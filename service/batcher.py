@@ -12,11 +12,14 @@ finished, so there is no timer anywhere:
   finish takes up to ``max_batch_rows`` of them in one batch. Batches thus grow
   with the load, by themselves;
 - a batch holds requests of ONE model object (a hot swap never mixes versions);
-- a request larger than ``max_batch_rows`` is cut into chunks that free workers
-  run side by side, and put back together in order;
-- admission control: when the rows already waiting plus the new request's rows
-  exceed ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once (the
-  route answers 503 + Retry-After) instead of letting the client time out;
+- a request is cut into chunks (at most ``max_batch_rows``, at least
+  ``MIN_SPLIT_ROWS`` rows each) so idle workers share it, and put back together
+  in order: a 100-row request on an idle 2-core service takes half the time;
+- admission control: when the queue's estimated wait (the measured time of a
+  batch of queued rows / workers, see ``BatchCost``) passes ``max_queue_ms``, or the queued
+  rows would pass ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once
+  (the route answers 503 + Retry-After) instead of letting the client time out.
+  An empty queue always admits;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
@@ -24,6 +27,7 @@ finished, so there is no timer anywhere:
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import deque
@@ -36,6 +40,9 @@ import numpy as np
 
 from service.metrics import ServiceMetrics
 
+# Below this many rows per chunk, one more ONNX Runtime call costs more than a second core saves.
+MIN_SPLIT_ROWS = 32
+
 
 class Runnable(Protocol):
     """What the batcher needs from a model (``LoadedModel`` satisfies it)."""
@@ -46,11 +53,13 @@ class Runnable(Protocol):
 class Overloaded(RuntimeError):
     """The queue is full: answer 503 with ``Retry-After: retry_after_s`` instead of queueing."""
 
-    def __init__(self, queued_rows: int, limit: int, retry_after_s: int) -> None:
+    def __init__(self, queued_rows: int, wait_ms: float, retry_after_s: int) -> None:
         self.queued_rows = queued_rows
-        self.limit = limit
+        self.wait_ms = wait_ms
         self.retry_after_s = retry_after_s
-        super().__init__(f"overloaded: {queued_rows} rows already queued (limit {limit}); retry later")
+        super().__init__(
+            f"overloaded: {queued_rows} rows already queued (about {wait_ms:.0f} ms of work); retry later"
+        )
 
 
 class ClientGone(RuntimeError):
@@ -91,6 +100,44 @@ class ClientWatch:
 
 
 @dataclass
+class BatchCost:
+    """Seconds of one batch as ``overhead + per_row * rows``, fitted on recent batches.
+
+    Exponentially weighted least squares (recent batches count most), because a
+    model's cost per call matters as much as its cost per row: a 4-member
+    ensemble spends most of a 1-row call on per-op overhead, so a per-row
+    average taken from small batches would overstate what a queue costs.
+    """
+
+    decay: float = 0.95
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self.n = d * self.n + 1.0
+        self.sx = d * self.sx + rows
+        self.sy = d * self.sy + seconds
+        self.sxx = d * self.sxx + rows * rows
+        self.sxy = d * self.sxy + rows * seconds
+
+    def seconds(self, rows: float) -> float:
+        """Predicted seconds of a ``rows``-row batch (0 before any batch ran)."""
+        if self.n == 0:
+            return 0.0
+        mean_x, mean_y = self.sx / self.n, self.sy / self.n
+        var = self.sxx / self.n - mean_x * mean_x
+        if var <= 1e-9 * max(1.0, mean_x * mean_x):  # one batch size seen so far: proportional model
+            return mean_y * rows / max(mean_x, 1.0)
+        per_row = max(0.0, (self.sxy / self.n - mean_x * mean_y) / var)
+        overhead = max(0.0, mean_y - per_row * mean_x)
+        return overhead + per_row * rows
+
+
+@dataclass
 class _Item:
     model: Runnable
     cat_ids: np.ndarray
@@ -121,12 +168,13 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         workers: int = 0,
         max_queued_rows: int = 0,
+        max_queue_ms: float = 0.0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be >= 1")
-        if workers < 0 or max_queued_rows < 0:
-            raise ValueError("workers and max_queued_rows must be >= 0 (0 = automatic / unbounded)")
+        if workers < 0 or max_queued_rows < 0 or max_queue_ms < 0:
+            raise ValueError("workers, max_queued_rows and max_queue_ms must be >= 0 (0 = auto / no bound)")
         self.enabled = enabled
         self.max_batch_rows = max_batch_rows
         # Kept as the documented upper bound on waiting for company; the pool never waits on a
@@ -134,6 +182,8 @@ class MicroBatcher:
         self.max_wait_ms = max_wait_ms
         self.workers = workers or usable_cores()
         self.max_queued_rows = max_queued_rows  # 0 = unbounded
+        self.max_queue_s = max_queue_ms / 1000.0  # 0 = unbounded
+        self.cost = BatchCost()
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
@@ -175,18 +225,31 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def admit(self, rows: int) -> None:
-        """Raise ``Overloaded`` when ``rows`` more would push the queue past ``max_queued_rows``.
+    def estimated_wait_s(self, rows: int = 0) -> float:
+        """How long the queue (plus ``rows`` more) takes to drain, from the measured batch cost.
 
-        An empty queue always admits (a request bigger than the bound still runs,
-        alone), so the bound sheds excess load without starving big requests.
+        The queued rows are spread over the workers (that is how free workers take
+        them), so the wait is the time of one batch of queued/workers rows.
         """
-        limit = self.max_queued_rows
-        if limit and self._pending_rows and self._pending_rows + rows > limit:
+        queued = self._pending_rows + rows
+        return self.cost.seconds(queued / self.workers) if queued else 0.0
+
+    def admit(self, rows: int) -> None:
+        """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
+
+        An empty queue always admits (a request bigger than the bounds still runs,
+        alone), so the bounds shed excess load without starving big requests.
+        """
+        if not self._pending_rows:
+            return
+        too_many = self.max_queued_rows and self._pending_rows + rows > self.max_queued_rows
+        too_long = self.max_queue_s and self.estimated_wait_s(rows) > self.max_queue_s
+        if too_many or too_long:
             self.rejected += 1
             if self.metrics is not None:
                 self.metrics.rejected_requests.inc()
-            raise Overloaded(self._pending_rows, limit, retry_after_s=1)
+            wait_ms = self.estimated_wait_s() * 1000.0
+            raise Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
 
     async def submit(
         self,
@@ -206,10 +269,10 @@ class MicroBatcher:
         self.admit(rows)
         client = ClientWatch(watch) if watch is not None else None
         try:
-            if not self.enabled or rows <= self.max_batch_rows:
+            step = self._chunk_rows(rows)
+            if not self.enabled or rows <= step:
                 return await self._enqueue(model, cat_ids, numerics, client)
-            # Too big for one batch: chunks go to whichever workers are free, results keep row order.
-            step = self.max_batch_rows
+            # Chunks go to whichever workers are free; the answer keeps row order.
             parts = await asyncio.gather(
                 *(
                     self._enqueue(model, cat_ids[i : i + step], numerics[i : i + step], client)
@@ -220,6 +283,11 @@ class MicroBatcher:
         finally:
             if client is not None:
                 client.stop()
+
+    def _chunk_rows(self, rows: int) -> int:
+        """Rows per chunk: one chunk per worker if each keeps MIN_SPLIT_ROWS, none above max_batch_rows."""
+        chunks = max(-(-rows // self.max_batch_rows), min(self.workers, rows // MIN_SPLIT_ROWS))
+        return -(-rows // max(1, chunks))
 
     def _enqueue(
         self,
@@ -246,16 +314,14 @@ class MicroBatcher:
             self.metrics.queue_depth.set(len(self._pending))
             self.metrics.queued_rows.set(self._pending_rows)
 
-    def _take_batch(self) -> list[_Item]:
-        """Oldest requests of one model object, up to max_batch_rows (batching off: one request)."""
+    def _take_batch(self, limit: int) -> list[_Item]:
+        """Oldest requests of one model object, up to ``limit`` rows (batching off: one request)."""
         batch: list[_Item] = []
         rows = 0
         model = None
         while self._pending:
             item = self._pending[0]
-            if batch and (
-                not self.enabled or item.model is not model or rows + item.rows > self.max_batch_rows
-            ):
+            if batch and (not self.enabled or item.model is not model or rows + item.rows > limit):
                 break
             self._pending.popleft()
             self._pending_rows -= item.rows
@@ -276,7 +342,9 @@ class MicroBatcher:
         self._dispatch_scheduled = False
         assert self._loop is not None and self._executor is not None
         while self._busy < self.workers and self._pending:
-            batch = self._take_batch()
+            # Spread what is queued over the free workers; one free worker takes up to max_batch_rows.
+            free = self.workers - self._busy
+            batch = self._take_batch(min(self.max_batch_rows, -(-self._pending_rows // free)))
             if not batch:
                 continue
             if len(batch) == 1:
@@ -287,7 +355,8 @@ class MicroBatcher:
             self._busy += 1
             running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
             self._running.add(running)
-            running.add_done_callback(lambda fut, batch=batch: self._finished(fut, batch))
+            started = time.perf_counter()
+            running.add_done_callback(lambda fut, b=batch, t=started: self._finished(fut, b, t))
         self._set_depth()
 
     def _infer(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
@@ -298,11 +367,13 @@ class MicroBatcher:
             self.metrics.batch_rows.observe(int(cat_ids.shape[0]))
         return probs
 
-    def _finished(self, running: asyncio.Future[np.ndarray], batch: list[_Item]) -> None:
+    def _finished(self, running: asyncio.Future[np.ndarray], batch: list[_Item], started: float) -> None:
         self._running.discard(running)
         self._busy -= 1
         self.batches_run += 1
         exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
+        if exc is None:
+            self.cost.observe(sum(item.rows for item in batch), time.perf_counter() - started)
         if exc is not None:  # one bad batch fails its requests, not the worker
             for item in batch:
                 if not item.future.done():

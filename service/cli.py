@@ -24,7 +24,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every request line (costs CPU per request).")] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Also uvicorn's own plain request line (the JSON service.access line is always written)."
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL.
 

@@ -18,7 +18,9 @@ share it. It defines:
   append-only log ``<registry>/HISTORY.jsonl``;
 * **the Redis key layout** of published vocabularies and the writer
   ``publish_vocab`` (the only code that writes that layout);
-* **the reload notice** published on ``<prefix>reload`` after CURRENT moves.
+* **the reload notice** published on ``<prefix>reload`` after CURRENT moves;
+* **the closed-loop keys**: the impression stream and the per-request impression
+  and feedback keys the service writes and ``collect`` reads.
 """
 
 from __future__ import annotations
@@ -284,6 +286,31 @@ def marker_key(prefix: str, version: str) -> str:
 def reload_channel(prefix: str) -> str:
     """Pub/sub channel of reload notices."""
     return f"{prefix}reload"
+
+
+# Closed loop (docs/closed-loop.md): the service writes impressions and feedback, ``collect`` reads them.
+IMPRESSION_ID_PATTERN = re.compile(r"^([0-9a-f]{32})-(\d{1,5})$")  # <batch>-<row>, batch = uuid4 hex
+
+
+def impressions_stream_key(prefix: str) -> str:
+    """Stream of logged requests: fields b (batch), v (version), t (served ms), p (JSON probs), rows (JSON)."""
+    return f"{prefix}impressions"
+
+
+def impression_key(prefix: str, batch: str) -> str:
+    """One logged request's ``{"v", "t", "p"}`` (JSON), read by /feedback; ``{batch}`` is a hash tag."""
+    return f"{prefix}imp:{{{batch}}}"
+
+
+def feedback_key(prefix: str, batch: str) -> str:
+    """Hash row -> ``"<0|1>:<ms>"``: the first feedback event of each impression of one request."""
+    return f"{prefix}fb:{{{batch}}}"
+
+
+def parse_impression_id(impression_id: str) -> tuple[str, int] | None:
+    """``(batch, row)`` of a well-formed impression id, else None."""
+    m = IMPRESSION_ID_PATTERN.match(impression_id)
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 async def publish_vocab(

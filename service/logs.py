@@ -2,8 +2,8 @@
 
 One JSON object per line so log shippers (Loki, CloudWatch, ELK) index
 ``request_id``, ``model_version``, ``rows`` and ``latency_ms`` without parsing.
-uvicorn's own access log is silenced: ``service.access`` (see service/tracing.py)
-writes a richer line per request.
+``service.access`` (see service/tracing.py) writes one line per request;
+uvicorn's own plain access line stays off under ``serve`` unless ``--access-log``.
 """
 
 from __future__ import annotations
@@ -40,5 +40,3 @@ def configure_logging(fmt: LogFormat = "json", level: str | int = "INFO") -> Non
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
-    # service.access writes the richer line per request; uvicorn's own would duplicate it.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from service.loop_metrics import ClosedLoopMetrics
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DIFF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 PROB_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -160,6 +162,7 @@ class ServiceMetrics:
             buckets=PROB_BUCKETS,
             registry=r,
         )
+        self.loop = ClosedLoopMetrics(r)  # impressions, feedback, online calibration
 
     def set_model(self, version: str, provider: str) -> None:
         """Exactly one dlf_model_info series: the model in use now."""

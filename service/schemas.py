@@ -72,6 +72,10 @@ class PredictResponse(BaseModel):
                     "request_id": "3f1c0e5a9b2d4c6e8f0a1b2c3d4e5f60",
                     "model_version": "20250101T000000Z-aaaaaaaa",
                     "probabilities": [0.4213, 0.0871],
+                    "impression_ids": [
+                        "9b2d4c6e8f0a1b2c3d4e5f603f1c0e5a-0",
+                        "9b2d4c6e8f0a1b2c3d4e5f603f1c0e5a-1",
+                    ],
                     "oov_fields": {"item": 1},
                     "degraded": False,
                 }
@@ -82,6 +86,10 @@ class PredictResponse(BaseModel):
     request_id: str = Field(description="Also in the request log and the X-Request-ID header.")
     model_version: str
     probabilities: list[float] = Field(description="Click probability per row, in request order.")
+    impression_ids: list[str] = Field(
+        default_factory=list,
+        description="One id per row, in request order; send it back to POST /feedback with the click.",
+    )
     oov_fields: dict[str, int] = Field(
         description="Per categorical field, how many rows had a value outside the vocabulary (zeros omitted)."
     )

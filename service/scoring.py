@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from starlette.types import Receive
 
 from service.encoding import assign_ids, parse_records
 from service.state import ServiceState
@@ -42,16 +43,24 @@ def record_served(
 
 
 async def score_rows(
-    state: ServiceState, rows: Sequence[Mapping[str, Any]], row_label: str = "record"
+    state: ServiceState,
+    rows: Sequence[Mapping[str, Any]],
+    row_label: str = "record",
+    watch: Receive | None = None,
 ) -> Scored:
-    """Probabilities for ``rows`` in order; raises EncodingError (-> 4xx) for invalid values."""
+    """Probabilities for ``rows`` in order, with /predict's admission control.
+
+    Raises EncodingError (-> 4xx) for invalid values, Overloaded when the queue is
+    full (-> 503 + Retry-After) and ClientGone when ``watch`` reports a disconnect.
+    """
     with state.lease() as (model, store, batcher):  # one model reference for the whole request
+        batcher.admit(len(rows))  # shed before spending time on encoding and lookups
         parsed = parse_records(
             rows, model.schema, max_rows=state.settings.max_request_rows, row_label=row_label
         )
         lookup = await store.lookup(model.version, parsed.unique_keys())
         cat_ids, oov = assign_ids(parsed, lookup.ids)
-        probs = await batcher.submit(model, cat_ids, parsed.numerics)
+        probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=watch)
     probs = np.asarray(probs, dtype=np.float32).reshape(-1)
     record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
     return Scored(model.version, model.schema.model_name, probs, oov, lookup.degraded)

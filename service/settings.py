@@ -59,9 +59,14 @@ class Settings(BaseSettings):
         0, ge=0, description="Inference worker threads, each running whole batches (0 = usable cores)."
     )
     max_queued_rows: int = Field(
-        1024,
+        0,
         ge=0,
-        description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no bound).",
+        description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no row bound).",
+    )
+    max_queue_ms: float = Field(
+        250.0,
+        ge=0,
+        description="Estimated queue wait (measured batch cost of the queued rows) beyond which -> 503 (0 = off).",
     )
     ort_intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."
@@ -103,7 +108,30 @@ class Settings(BaseSettings):
         description="On SIGTERM, answer /readyz with 503 but keep serving this long before draining (0 = off).",
     )
     request_log_path: Path | None = Field(
-        None, description="Append served requests as JSON lines here (unset = off)."
+        None, description="Append served requests as JSON lines here (unset = off; rotated by size)."
+    )
+    request_log_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Rotate the request log when it reaches this size."
+    )
+    request_log_backups: int = Field(3, ge=0, description="Rotated request log files kept (.1, .2, ...).")
+    # closed loop (docs/closed-loop.md)
+    impressions_enabled: bool = Field(
+        True, description="Log impressions to the Redis Stream <prefix>impressions (needs a Redis URL)."
+    )
+    impressions_redis_url: str | None = Field(
+        None, description="Redis for impressions and feedback (default: REDIS_URL)."
+    )
+    impressions_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of /predict requests whose impressions are logged."
+    )
+    impressions_maxlen: int = Field(
+        1_000_000, ge=1, description="Approximate MAXLEN of the impression stream (entries = requests)."
+    )
+    impressions_ttl_s: int = Field(
+        2 * 24 * 3600, ge=1, description="Lifetime of per-request impression and feedback keys."
+    )
+    impressions_max_pending: int = Field(
+        10_000, ge=1, description="Requests queued for the impression writer; beyond that, dropped."
     )
     log_format: Literal["json", "text"] = Field(
         "json", description="Log lines on stdout: JSON objects (request_id, model_version, rows...) or text."

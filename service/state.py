@@ -18,6 +18,7 @@ from service.request_log import RequestLogger
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.impressions import ImpressionLogger
     from service.reloader import Reloader
     from service.shadow import ShadowScorer
 
@@ -36,6 +37,7 @@ class ServiceState:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     reloader: Reloader | None = None
     shadow: ShadowScorer | None = None
+    impressions: ImpressionLogger | None = None  # closed loop: None without Redis
     draining: bool = False  # SIGTERM received: /readyz says 503 (service/shutdown.py)
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
@@ -52,5 +54,6 @@ class ServiceState:
             yield model, store, batcher
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request."""
     return request.app.state.dlf

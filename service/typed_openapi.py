@@ -36,6 +36,11 @@ COMMON_ERRORS = {
         503: "Model not loaded yet.",
     },
     "/info": {503: "Model not loaded yet."},
+    "/feedback": {
+        400: "Body is not parseable JSON.",
+        413: "Body larger than DLF_MAX_BODY_BYTES.",
+        503: "No Redis configured for impressions, or Redis unreachable: nothing stored, retry.",
+    },
     "/admin/": {
         400: "Body is not parseable JSON.",
         401: "Missing Authorization: Bearer token.",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.cli train|evaluate|export|generate|retrain|demo``."""
+"""Command line: ``python -m training.cli train|evaluate|export|generate|retrain|demo|collect``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 import yaml
 
 from training.lifecycle.cli import register as register_lifecycle_commands
+from training.lifecycle.collect_cli import register as register_collect_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train CTR models and write ONNX bundles.")
 
@@ -201,6 +202,7 @@ def generate(
 
 
 register_lifecycle_commands(app)
+register_collect_command(app)
 
 if __name__ == "__main__":
     app()

@@ -35,6 +35,7 @@ from training.fitting.calibration import fit_temperature, predict_logits
 from training.fitting.device import dist_info_from_env, init_distributed, seed_everything, select_device
 from training.fitting.distill import fold_ids, subset
 from training.fitting.metrics import auc_logloss
+from training.fitting.reliability import reliability_table
 from training.fitting.trainer import FitResult, evaluate, fit
 from training.recipes import Recipe, adhoc_recipe
 
@@ -241,7 +242,8 @@ def train_on(
     raw_valid = auc_logloss(y, expit(logits))
     temperature = fit_temperature(logits, y) if cfg.calibrate else None
     net = wrap_members(exported, temperature)
-    valid = auc_logloss(y, expit(logits / temperature) if temperature is not None else expit(logits))
+    valid_probs = expit(logits / temperature) if temperature is not None else expit(logits)
+    valid = auc_logloss(y, valid_probs)
     best_epoch = sum(r["best_epoch"] for r in exported_rows) / len(exported_rows)
     result = _combine(fits, net, {"epoch": best_epoch, **valid}, len(data.train))
     result.teacher = teacher_net
@@ -259,6 +261,7 @@ def train_on(
         "structure": cfg.structure(),
         "valid": valid,
         "valid_uncalibrated": raw_valid,
+        "calibration": reliability_table(y, valid_probs),  # ECE + bins of the exported model on valid
         "temperature": temperature,
         "members": exported_rows,
         "teacher": teacher_metrics,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service.batcher import ClientGone, Overloaded
 from service.encoding import assign_ids, parse_records
+from service.impressions import new_impressions
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.scoring import record_served
 from service.state import ServiceState, get_state
@@ -71,6 +72,9 @@ async def predict(
                 "probabilities": probabilities,
             }
         )
+    batch, impression_ids = new_impressions(parsed.n_rows)
+    if state.impressions is not None:  # queued only: never waits on Redis, never fails the response
+        state.impressions.log(batch, model.version, rows, probabilities)
     if state.shadow is not None:  # detached task: never delays or fails this response
         state.shadow.submit(store, rows, probabilities)
     # orjson straight to bytes: skips re-validating our own response model (docs/benchmarks.md).
@@ -79,6 +83,7 @@ async def predict(
             "request_id": request_id,
             "model_version": model.version,
             "probabilities": probabilities,
+            "impression_ids": impression_ids,
             "oov_fields": oov,
             "degraded": lookup.degraded,
         }

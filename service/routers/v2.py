@@ -14,9 +14,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from service.batcher import ClientGone, Overloaded
 from service.encoding import EncodingError
 from service.model_holder import LoadedModel
 from service.oip import HEADER_LENGTH, OIPError, infer_response, model_metadata, parse_infer
+from service.routers.predict import CLIENT_CLOSED_REQUEST
 from service.scoring import score_rows
 from service.state import ServiceState, get_state
 from service.tracing import current_request_id
@@ -81,7 +83,12 @@ class InferResponseBody(BaseModel):
 
 
 NOT_FOUND = {404: {"model": OIPErrorBody, "description": "No model of that name is served."}}
-NOT_READY = {503: {"model": OIPErrorBody, "description": "The model is still loading."}}
+NOT_READY = {
+    503: {
+        "model": OIPErrorBody,
+        "description": "The model is still loading, or the inference queue is full (see Retry-After).",
+    }
+}
 
 
 def _error(message: str, status_code: int) -> JSONResponse:
@@ -156,9 +163,15 @@ async def infer(name: str, request: Request, state: ServiceState = Depends(get_s
             model.schema,
             state.settings.max_request_rows,
         )
-        scored = await score_rows(state, parsed.rows)
+        scored = await score_rows(state, parsed.rows, watch=request.receive)
     except OIPError as exc:
         return _error(str(exc), exc.status_code)
+    except Overloaded as exc:
+        return JSONResponse(
+            {"error": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+    except ClientGone as exc:
+        return _error(str(exc), CLIENT_CLOSED_REQUEST)
     except EncodingError as exc:
         return _error(str(exc), 400)
     extra = {

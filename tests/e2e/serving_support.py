@@ -84,7 +84,8 @@ def uvicorn_server(env: Mapping[str, str], log_path: Path, timeout: float = 40.0
 class RedisServer:
     """A private redis-server (no persistence) that a test may kill and restart on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, args: tuple[str, ...] = ()) -> None:
+        self.args = args  # extra redis-server options, e.g. ("--appendonly", "yes") to survive a restart
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server binary not found")
@@ -108,7 +109,7 @@ class RedisServer:
             "--appendonly",
             "no",
         ]
-        cmd += ["--daemonize", "no", "--dir", str(self.workdir)]
+        cmd += ["--daemonize", "no", "--dir", str(self.workdir), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout

@@ -33,7 +33,12 @@ FAST = ["--epochs", "2", "--batch-size", "256", "--cpu"]  # keep the CPU test sh
 
 def compose_config() -> dict:
     """`docker-compose config`: the file with every ${VAR} resolved, as the engine would see it."""
-    env = {**os.environ, "DLF_ADMIN_TOKEN": ADMIN_TOKEN, "DLF_TRAIN_FILE": "synthetic.csv"}
+    env = {
+        **os.environ,
+        "DLF_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DLF_TRAIN_FILE": "synthetic.csv",
+        "GRAFANA_ADMIN_PASSWORD": "native-stack-password",  # compose refuses to start without one
+    }
     done = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config"],
         cwd=REPO,

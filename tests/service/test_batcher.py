@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import ClientGone, MicroBatcher, Overloaded, usable_cores
+from service.batcher import BatchCost, ClientGone, MicroBatcher, Overloaded, usable_cores
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -262,7 +262,7 @@ async def test_a_full_queue_rejects_at_once_and_counts_it(bundle_a: TinyBundle, 
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
             await batcher.submit(gated, *free_rows(bundle_a, 2, 1))  # 3 + 2 > 4
-        assert info.value.retry_after_s >= 1 and info.value.limit == 4
+        assert info.value.retry_after_s >= 1 and info.value.queued_rows == 3
         one_more = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 1, 2)))  # 3 + 1 fits
         await asyncio.sleep(0)
         assert metrics.registry.get_sample_value("dlf_queued_rows") == 4
@@ -314,3 +314,53 @@ async def test_a_request_whose_client_left_is_dropped_before_inference(
 def test_pool_size_defaults_to_the_usable_cores() -> None:
     assert MicroBatcher().workers == usable_cores() == len(os.sched_getaffinity(0))
     assert MicroBatcher(workers=3).workers == 3
+
+
+async def test_the_queue_wait_bound_uses_the_measured_cost_per_row(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    batcher = MicroBatcher(workers=1, max_queue_ms=100)
+    await batcher.start()
+    try:
+        await batcher.submit(gated, *free_rows(bundle_a, 4, 0))
+        assert batcher.cost.seconds(4) > 0  # measured from the batch that just ran
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        queued = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 10, 1)))
+        await asyncio.sleep(0)
+        batcher.cost = BatchCost()
+        batcher.cost.observe(10, 0.050)  # as if measured: 5 ms per row
+        batcher.cost.observe(20, 0.100)
+        small = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 5, 2)))  # 75 ms: admitted
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(gated, *free_rows(bundle_a, 6, 3))  # 15 + 6 rows = 105 ms > 100
+        assert info.value.queued_rows == 15 and info.value.wait_ms == pytest.approx(75)
+        gated.gate.set()
+        await asyncio.gather(held, queued, small)
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
+async def test_a_big_request_is_shared_by_idle_workers(bundle_a: TinyBundle, counting: CountingModel) -> None:
+    batcher = MicroBatcher(workers=2, max_batch_rows=512)
+    await batcher.start()
+    try:
+        cat, num = free_rows(bundle_a, 100, 0)
+        got = await batcher.submit(counting, cat, num)
+        small = await batcher.submit(counting, *free_rows(bundle_a, 40, 1))  # < 2 x MIN_SPLIT_ROWS: one call
+    finally:
+        await batcher.stop()
+    assert counting.calls == [50, 50, 40]
+    np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+    assert small.shape == (40,)
+
+
+def test_batch_cost_separates_per_call_overhead_from_per_row_cost() -> None:
+    cost = BatchCost()
+    assert cost.seconds(100) == 0.0  # nothing measured yet: admit
+    for rows in (1, 8, 32, 1, 64, 16):
+        cost.observe(rows, 0.010 + 0.001 * rows)
+    assert cost.seconds(1) == pytest.approx(0.011, rel=1e-6)
+    assert cost.seconds(100) == pytest.approx(0.110, rel=1e-6)

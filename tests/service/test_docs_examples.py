@@ -50,12 +50,15 @@ def test_docs_have_examples() -> None:
 
 
 def assert_matches(got: object, expected: object, where: str = "body") -> None:
-    """Same structure and values; floats to 1e-6; ``request_id`` values are fresh ids, only typed."""
+    """Same structure and values; floats to 1e-6; ``request_id``/``impression_ids`` are fresh ids, only shaped."""
     if isinstance(expected, dict):
         assert isinstance(got, dict) and set(got) == set(expected), f"{where}: {got} vs {expected}"
         for key, value in expected.items():
             if key == "request_id":
                 assert isinstance(got[key], str) and got[key], f"{where}.{key}"
+            elif key == "impression_ids":  # fresh ids too: one "<batch>-<row>" per row, one batch
+                assert [i.rsplit("-", 1)[1] for i in got[key]] == [str(n) for n in range(len(value))]
+                assert len({i.rsplit("-", 1)[0] for i in got[key]}) == 1, f"{where}.{key}"
             else:
                 assert_matches(got[key], value, f"{where}.{key}")
     elif isinstance(expected, list):

@@ -42,7 +42,10 @@ async def test_readyz_fails_and_logs_when_the_required_provider_is_not_active(
             break
         await asyncio.sleep(0.02)
     assert r.status_code == 503
-    assert "DLF_REQUIRE_PROVIDER=CUDAExecutionProvider but the model runs on CPUExecutionProvider" in r.json()["error"]
+    assert (
+        "DLF_REQUIRE_PROVIDER=CUDAExecutionProvider but the model runs on CPUExecutionProvider"
+        in r.json()["error"]
+    )
     assert any("DLF_REQUIRE_PROVIDER=CUDAExecutionProvider" in m for m in caplog.messages)
     # the model itself works: only readiness is refused
     assert (await client.get("/info")).json()["providers"][0] == "CPUExecutionProvider"

@@ -46,6 +46,7 @@ def test_bundle_layout_and_contents(
         "metrics.json",
         "report.png",
         "checkpoint.pt",  # every bundle carries its weights (warm start, re-export)
+        "reliability.png",
     }
     schema = load_schema(bundle)
     assert schema.version == bundle.name and schema.model_name == "dlf"
@@ -59,6 +60,9 @@ def test_bundle_layout_and_contents(
     assert len(metrics["data_fingerprint"]) == 64 and metrics["git_commit"]
     assert metrics["config"]["model"] == "dlf" and metrics["epochs"] == 1 and metrics["seconds_per_epoch"] > 0
     assert metrics["export"]["parity_max_abs_diff"] <= 1e-5
+    calibration = metrics["calibration"]  # reliability table of the exported model on valid
+    assert 0 <= calibration["ece"] < 0.5 and calibration["rows"] == metrics["valid"]["rows"]
+    assert sum(b["rows"] for b in calibration["bins"]) == calibration["rows"]
     with Image.open(bundle / "report.png") as im:
         assert im.size[0] > 100
     # the ONNX graph reproduces the valid metrics when scoring the same rows through onnxruntime

@@ -20,6 +20,7 @@ from typing import Any
 from service.contract import VERSION_PATTERN, BundleSchema, atomic_write_text, write_current
 from training.bundle.report import plot_report
 from training.data.vocab import FeatureSpace
+from training.fitting.reliability import plot_reliability
 
 TMP_PREFIX = ".tmp-"
 
@@ -88,6 +89,8 @@ def write_bundle(
         full_metrics = {"version": version, **metrics, "export": export_info, "history": history}
         (tmp / "metrics.json").write_text(json.dumps(full_metrics, indent=2, default=str))
         plot_report(history, tmp / "report.png", title=f"{model_name} {version}")
+        if metrics.get("calibration"):  # validation reliability table -> reliability.png
+            plot_reliability(metrics["calibration"], tmp / "reliability.png", title=f"{model_name} {version}")
         _fsync_tree(tmp)
         os.rename(tmp, final)
     except BaseException:

@@ -1,13 +1,16 @@
 """``python -m training.cli retrain``: the retraining job as a command (registered by ``training/cli.py``).
 
 Exit status: 0 promoted, 3 refused by the gate (the candidate stays in the
-registry with its ``promotion.json``), 2 bad input.
+registry with its ``promotion.json``), 2 bad input. ``--collected DIR`` trains on
+``collect`` shards, alone or mixed with ``--data`` (docs/closed-loop.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +20,13 @@ EXIT_REFUSED = 3
 
 
 def retrain_cmd(
-    data: Annotated[Path, typer.Option(help="new labelled training data")],
     registry: Annotated[Path, typer.Option(help="bundle registry (CURRENT is the model to beat)")],
+    data: Annotated[
+        Path | None, typer.Option(help="new labelled training data (with --collected: the base data)")
+    ] = None,
+    collected: Annotated[
+        Path | None, typer.Option(help="directory of `collect` shards to train on (alone or with --data)")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="frappe|criteo|avazu|csv|parquet")] = "csv",
     schema: Annotated[Path | None, typer.Option(help="YAML/JSON schema file (csv/parquet)")] = None,
     eval_data: Annotated[
@@ -56,9 +64,21 @@ def retrain_cmd(
     from training.recipes import load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stack = contextlib.ExitStack()
     try:
         overrides = {"model": model, "preset": preset, "epochs": epochs, "batch_size": batch_size}
         overrides |= {"lr": lr, "seed": seed}
+        recipe_format = fmt  # the default recipe when CURRENT has none: the data's own format
+        if collected is not None:  # shards (+ base data) -> one Parquet file, removed afterwards
+            from training.lifecycle.collected import collected_dataset
+
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlf-collected-")))
+            data, schema, _ = collected_dataset(
+                collected, tmp / "train.parquet", base=data, base_format=fmt, base_schema=schema
+            )
+            fmt = "parquet"
+        elif data is None:
+            raise ValueError("give --data, --collected, or both")
         out = retrain(
             data,
             registry=registry,
@@ -75,10 +95,13 @@ def retrain_cmd(
             overrides=overrides,
             valid_fraction=split,
             force_cpu=cpu,
+            recipe_format=recipe_format,
         )
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+    finally:
+        stack.close()
     typer.echo(json.dumps({"bundle": str(out.candidate), **out.record}, indent=2, default=str))
     if not out.promoted:
         raise typer.Exit(EXIT_REFUSED)

@@ -39,6 +39,7 @@ from service.contract import (
 )
 from training.bundle.evaluate import space_from_bundle
 from training.fitting.metrics import auc_logloss
+from training.fitting.reliability import reliability_table
 
 log = logging.getLogger("training")
 
@@ -70,7 +71,8 @@ def score_bundle(bundle_dir: str | Path, batches: Iterable[pa.RecordBatch]) -> d
         ps.append(p)
     if not ys:
         raise ValueError("evaluation set holds no rows")
-    return auc_logloss(np.concatenate(ys), np.concatenate(ps))
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    return auc_logloss(y, p) | {"ece": reliability_table(y, p)["ece"]}
 
 
 @dataclass

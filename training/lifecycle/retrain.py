@@ -149,6 +149,7 @@ def retrain(
     min_count: int | None = None,
     force_cpu: bool = False,
     progress: bool = False,
+    recipe_format: str | None = None,
 ) -> RetrainOutcome:
     """Train a candidate, compare it with CURRENT on one evaluation set, promote it only if it passes.
 
@@ -165,7 +166,7 @@ def retrain(
     current_recipe = bundle_recipe(current_dir)
     if config is not None:
         recipe = adhoc_recipe(config, fmt) if recipe is None else recipe.model_copy(update={"train": config})
-    cfg, cand_recipe, why = resolve_config(current_recipe, fmt, recipe, overrides)
+    cfg, cand_recipe, why = resolve_config(current_recipe, recipe_format or fmt, recipe, overrides)
     log.info("candidate config: %s", why)
     spec = resolve_spec(fmt, schema, min_count)
     prepared = prepare_data(
@@ -231,6 +232,8 @@ def retrain(
         "current_auc": scores.get("current", {}).get("auc"),
         "candidate_logloss": scores["candidate"]["logloss"],
         "current_logloss": scores.get("current", {}).get("logloss"),
+        "candidate_ece": scores["candidate"]["ece"],
+        "current_ece": scores.get("current", {}).get("ece"),
         "eval_rows": scores["candidate"]["rows"],
         "eval_source": eval_source,
         "tolerance": tolerance,
