@@ -33,7 +33,8 @@ def _overloaded(exc: Overloaded) -> HTTPException:
         422: {"model": ErrorResponse, "description": "Invalid request; names the record index and field."},
         499: {"description": "The client disconnected before inference; the request was dropped."},
         503: {
-            "description": "Model not loaded yet, or the inference queue is full (DLF_MAX_QUEUED_ROWS): "
+            "description": "Model not loaded yet, or the inference queue is full (DLF_MAX_QUEUE_MS, "
+            "DLF_MAX_QUEUED_ROWS): "
             "retry after the Retry-After header's seconds.",
             "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
         },
