@@ -165,8 +165,9 @@ def _plots(result: dict[str, Any], img: Path) -> list[str]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    cdf_rows, cdf_conns = min(rows_list), max(conns_list)  # 1 row x 32 connections in the full grid
     for server, style in (("service", "-"), ("naive", "--")):
-        cdf = _cell(result, server, 1, 32)["cdf_ms"]
+        cdf = _cell(result, server, cdf_rows, cdf_conns)["cdf_ms"]
         if cdf:
             ax.plot(
                 cdf,
@@ -175,7 +176,7 @@ def _plots(result: dict[str, Any], img: Path) -> list[str]:
                 label="this service" if server == "service" else "naive peer",
             )
     ax.set_xscale("log")
-    ax.set_xlabel("latency ms (1 row/request, 32 connections)")
+    ax.set_xlabel(f"latency ms ({cdf_rows} row/request, {cdf_conns} connections)")
     ax.set_ylabel("fraction of requests")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
