@@ -27,8 +27,11 @@ install() {
     "$PY" -m pip install -q --upgrade pip
     # torch pinned to the CPU build: a wheel already on disk (pip's find-links) when there is one,
     # else PyTorch's CPU wheel index; plain PyPI would pull the multi-GB CUDA build.
-    "$PY" -m pip install -q --no-index torch==2.13.0 2>/dev/null ||
+    if "$PY" -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+      "$PY" -m pip install -q torch==2.13.0      # its dependencies from the ordinary index
+    else
       "$PY" -m pip install -q torch==2.13.0 --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+    fi
     "$PY" -m pip install -q -e ".[serve,train,dev]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"

@@ -1,28 +1,38 @@
-"""Frappe quality comparison (README protocol) -> docs/quality.md.
+"""Frappe quality comparison (README protocol) -> docs/quality.md + docs/quality-pareto.png, in ONE run.
 
-Protocol: ``numpy.random.default_rng(2024).permutation`` of the dev slice, first 90 %
-train, last 10 % valid; vocabularies on train; every model early-stopped on valid AUC.
-Finished rows are appended to a JSON-lines file so an interrupted run resumes.
+``python -m bench.bench_quality [--train-fraction F] [--max-epochs N] [--paper]``
+
+Protocol: ``numpy.random.default_rng(2024).permutation`` of the dev slice, first 90 % train, last
+10 % valid; vocabularies on train; every network early-stopped on valid AUC. Every row is trained
+in this invocation (nothing is reused from earlier runs) and the wall time printed in the report is
+this invocation's. ``--train-fraction`` / ``--max-epochs`` shrink every row the same way when the
+full comparison does not fit the time available; the report says so.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import shlex
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bench.pareto import BATCH, pareto_front, plot, rows_per_second
+from model import describe
 from service.contract import atomic_write_text
-from training.config import FRAPPE_DEFAULTS, TrainConfig
-from training.data.dataset import PreparedData, prepare_data
+from training.bundle.export import export_onnx
+from training.bundle.precision import quantize_int8, score_onnx
+from training.config import TrainConfig
+from training.data.dataset import PreparedData, Split, prepare_data
 from training.data.spec import builtin_spec
-from training.pipeline import train_on
+from training.pipeline import member_configs, train_on
+from training.recipes import Recipe, load_recipe
 
 log = logging.getLogger("training")
 
@@ -34,74 +44,6 @@ REFERENCES: list[tuple[str, float, float]] = [
     ("FM (FuxiCTR)", 0.9488, 0.341),
     ("DLF (authors' code)", 0.9468, 0.382),
 ]
-
-
-# Fixed (not derived from FRAPPE_DEFAULTS) so the one expensive run is reused by later benches.
-PAPER_CONFIG = TrainConfig(
-    model="dlf",
-    preset="paper",
-    lr=1e-3,
-    batch_size=1024,
-    embedding_l2=0.05,
-    dropout=0.3,
-    epochs=1,
-    patience=0,
-    eval_every=0.5,
-)
-
-
-@dataclass
-class BenchRow:
-    name: str
-    config: TrainConfig
-    group: str = "dlf"  # dlf | ablation | baseline
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def key(self) -> str:
-        blob = json.dumps(
-            {"name": self.name, "config": _keyed(self.config.to_dict())}, sort_keys=True, default=str
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def config_key(self) -> str:
-        return config_key(self.config.to_dict())
-
-
-# TrainConfig fields added after results were recorded, at the values those runs implicitly had:
-# left out of the keys so the recorded runs still match their configs.
-_LATER_DEFAULTS: dict[str, Any] = {"ensemble": 1, "calibrate": False}
-
-
-def _keyed(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """Rows with identical training configs share one run (e.g. tuned default == ablation base)."""
-    blob = json.dumps(_keyed(config), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _cfg(**kw: Any) -> TrainConfig:
-    base = dict(FRAPPE_DEFAULTS)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-# The ablation sweep runs at one fixed small-width setting (the best found before the final
-# tuning round), so full DLF and its four ablations differ only in the switched-off part.
-ABLATION_CONFIG = TrainConfig(
-    model="dlf",
-    preset="small",
-    lr=1e-3,
-    batch_size=1024,
-    embedding_l2=0.05,
-    dropout=0.3,
-    epochs=12,
-    patience=2,
-    eval_every=0.5,
-)
 ABLATIONS: dict[str, dict[str, bool]] = {
     "full": {},
     "w/o gate": {"use_gate": False},
@@ -109,9 +51,7 @@ ABLATIONS: dict[str, dict[str, bool]] = {
     "w/o NAF": {"use_naf": False},
     "w/o RLI+NAF": {"use_rli": False, "use_naf": False},
 }
-# Baselines: one FuxiCTR-like setting each at the references' width (paper preset: embedding dim 64,
-# DNN 512-256): embedding L2 0.05, dropout 0.2, batch 1024, lr 1e-3; FM and LR use the README's FM
-# setting (batch 512, lr 1e-2) with a light embedding L2. Not tuned further.
+# one FuxiCTR-like setting each at the references' width (paper preset: embedding 64, DNN 512-256)
 BASELINES: dict[str, dict[str, Any]] = {
     "lr": {"lr": 1e-2, "batch_size": 512, "embedding_l2": 1e-3},
     "fm": {"lr": 1e-2, "batch_size": 512, "embedding_l2": 1e-3},
@@ -121,18 +61,37 @@ BASELINES: dict[str, dict[str, Any]] = {
 }
 
 
-def default_rows(skip_paper: bool = False) -> list[BenchRow]:
-    """DLF (tuned small default, paper), the ablation sweep at the small width, and the baselines."""
-    rows = [BenchRow("DLF small (tuned default)", _cfg(), "dlf", "`train --format frappe` defaults")]
-    if not skip_paper:
-        rows.append(
-            BenchRow("DLF paper preset", PAPER_CONFIG, "dlf", "1 epoch, run once: slow on 2 CPU cores")
-        )
+@dataclass
+class BenchRow:
+    name: str
+    config: TrainConfig
+    group: str = "dlf"  # dlf | ablation | baseline
+    note: str = ""
+    pareto: bool = False  # export and time this row's graph
+
+
+def ablation_config(recipe: Recipe) -> TrainConfig:
+    """The ablation sweep: one member of the recipe (same width and fit settings), no ensemble/teacher."""
+    return member_configs(recipe.train)[0].replace(calibrate=False)
+
+
+def default_rows(recipe: Recipe, *, paper: bool = False, baselines: bool = True) -> list[BenchRow]:
+    base = recipe.train
+    rows = [
+        BenchRow(
+            f"recipe {recipe.name} v{recipe.version}", base, "dlf", "`training/recipes` file", pareto=True
+        ),
+    ]
+    if paper:
+        rows.append(BenchRow("DLF paper preset", base.replace(
+            preset="paper", model_overrides={}, ensemble=1, distill=None, epochs=1, patience=0), "dlf"))  # fmt: skip
     for label, ov in ABLATIONS.items():
-        cfg = dataclasses.replace(ABLATION_CONFIG, model_overrides=dict(ov))
-        rows.append(BenchRow(f"DLF small {label} (ablation setting)", cfg, "ablation"))
-    for name, kw in BASELINES.items():
-        base = {
+        cfg = ablation_config(recipe)
+        cfg = cfg.replace(model_overrides={**cfg.model_overrides, **ov})
+        note = "also the single-network point of the Pareto table" if label == "full" else ""
+        rows.append(BenchRow(f"DLF {label} (ablation)", cfg, "ablation", note, pareto=label == "full"))
+    if baselines:
+        common = {
             "lr": 1e-3,
             "batch_size": 1024,
             "embedding_l2": 0.05,
@@ -140,250 +99,301 @@ def default_rows(skip_paper: bool = False) -> list[BenchRow]:
             "epochs": 40,
             "patience": 2,
         }
-        rows.append(BenchRow(name, TrainConfig(model=name, preset="paper", **(base | kw)), "baseline"))
+        for name, kw in BASELINES.items():
+            cfg = TrainConfig(model=name, preset="paper", threads=base.threads, **(common | kw))
+            rows.append(BenchRow(name, cfg, "baseline"))
     return rows
 
 
-def run_row(data: PreparedData, row: BenchRow) -> dict[str, Any]:
+def frappe_data(path: str | Path, train_fraction: float = 1.0) -> PreparedData:
+    """The protocol split; ``train_fraction`` < 1 keeps a fixed random subset of the train rows."""
+    data = prepare_data(path, builtin_spec("frappe"), valid_fraction=0.1, split_seed=2024)
+    if train_fraction < 1.0:
+        n = len(data.train)
+        keep = np.sort(np.random.default_rng(0).permutation(n)[: int(n * train_fraction)])
+        rows = data.train.rows if data.train.rows is not None else np.arange(n)
+        data.train = Split(data.train.arrays, rows[keep])
+    return data
+
+
+def _capped(cfg: TrainConfig, max_epochs: int | None, batch_size: int | None = None) -> TrainConfig:
+    """Every row shrunk the same way: epochs capped, optionally one batch size for all."""
+    if batch_size is not None:
+        cfg = cfg.replace(batch_size=batch_size)
+    if max_epochs is None or cfg.epochs <= max_epochs:
+        return cfg
+    changes: dict[str, Any] = {"epochs": max_epochs}
+    if cfg.distill is not None and "epochs" in cfg.distill.student:
+        changes["distill"] = {
+            **cfg.distill.model_dump(),
+            "student": {**cfg.distill.student, "epochs": max_epochs},
+        }
+    return cfg.replace(**changes)
+
+
+def _export(net: Any, data: PreparedData, path: Path) -> Path:
+    export_onnx(net, data.space.cardinalities, len(data.space.numeric), path)
+    return path
+
+
+def _cost(net: Any, data: PreparedData) -> dict[str, int]:
+    d = describe(net, len(data.space.categorical), len(data.space.numeric))
+    return {"params": d.params, "macs_per_sample": d.macs_per_sample}
+
+
+def run_row(data: PreparedData, row: BenchRow, work: Path) -> list[dict[str, Any]]:
+    """Train one row; returns its result plus, for the recipe row, the teacher and int8 variants."""
     t0 = time.perf_counter()
-    _, m = train_on(data, row.config)
-    return {
-        "key": row.key(),
-        "name": row.name,
+    fit, m = train_on(data, row.config)
+    wall = time.perf_counter() - t0
+    base = {
         "group": row.group,
         "note": row.note,
         "model": row.config.model,
-        "preset": row.config.preset,
-        "valid_auc": m["valid"]["auc"],
-        "valid_logloss": m["valid"]["logloss"],
-        "valid_logloss_uncalibrated": m["valid_uncalibrated"]["logloss"],
-        "temperature": m["temperature"],
-        "ensemble": row.config.ensemble,
         "best_epoch": m["best_epoch"],
         "epochs": m["epochs"],
         "seconds_per_epoch": m["seconds_per_epoch"],
-        "samples_per_second": m["samples_per_second"],
         "params": m["params"],
         "macs_per_sample": m["macs_per_sample"],
-        "wall_seconds": time.perf_counter() - t0,
+        "train_wall_seconds": wall,
         "config": row.config.to_dict(),
-        "device": m["device"],
+        "structure": m["structure"],
     }
-
-
-def load_results(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out[r["key"]] = r
+    out = [{**base, "name": row.name, "valid_auc": m["valid"]["auc"], "valid_logloss": m["valid"]["logloss"],
+            "temperature": m["temperature"], "teacher": m["teacher"]}]  # fmt: skip
+    if not row.pareto:
+        return out
+    slug = "".join(c if c.isalnum() else "-" for c in row.name)
+    out[0]["onnx"] = str(_export(fit.net, data, work / f"{slug}.onnx"))
+    if row.name.startswith("recipe"):
+        if fit.teacher is not None:
+            teacher = m["teacher"]
+            k = len(teacher["members"])
+            out.append({**base, "name": f"teacher: {k}-member ensemble", "note": "cross-fitted teacher of the recipe row"
+                        if teacher["cross_fit"] else "teacher of the recipe row", "valid_auc": teacher["valid"]["auc"],
+                        "valid_logloss": teacher["valid"]["logloss"], "temperature": None, "teacher": None,
+                        **_cost(fit.teacher, data),
+                        "onnx": str(_export(fit.teacher, data, work / f"{slug}-teacher.onnx"))})  # fmt: skip
+        int8 = work / f"{slug}-int8.onnx"
+        quantize_int8(Path(out[0]["onnx"]), int8)
+        scored = score_onnx(int8, data.valid, data.space)
+        fp32 = score_onnx(Path(out[0]["onnx"]), data.valid, data.space)
+        out.append({**base, "name": f"{row.name} int8", "note": f"ONNX Runtime dynamic int8 of the recipe row "
+                    f"(valid AUC drop {fp32['auc'] - scored['auc']:+.5f})", "valid_auc": scored["auc"],
+                    "valid_logloss": scored["logloss"], "temperature": m["temperature"], "teacher": None,
+                    "onnx": str(int8)})  # fmt: skip
     return out
 
 
-def run_rows(
-    data: PreparedData, rows: list[BenchRow], results_path: Path, *, train_missing: bool = True
-) -> list[dict[str, Any]]:
-    """Train each row not yet in ``results_path`` (or skip it with ``train_missing=False``); results in row order."""
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    done = load_results(results_path)
-    out = []
-    # identical configs are deterministic (fixed seeds): reuse tuning runs and other rows
-    by_config = {config_key(r["config"]): r for r in [*_tuning_rows(), *done.values()]}
-    for row in rows:
-        if row.key() not in done and row.config_key() in by_config:
-            same = by_config[row.config_key()]
-            done[row.key()] = {
-                **same,
-                "key": row.key(),
-                "name": row.name,
-                "group": row.group,
-                "note": row.note,
-            }
-            done[row.key()]["note"] = (
-                row.note + "; " if row.note else ""
-            ) + f"same run as {same['name'].split(':')[0]}"
-        if row.key() not in done and not train_missing:
-            log.warning("bench row %s has no result yet; left out (--no-run)", row.name)
-            continue
-        if row.key() not in done:
-            log.info("bench row %s: %s", row.name, json.dumps(row.config.to_dict(), default=str))
-            res = run_row(data, row)
-            with results_path.open("a") as fh:
-                fh.write(json.dumps(res, default=str) + "\n")
-            done[row.key()] = res
-            log.info("bench row %s: AUC %.4f logloss %.4f", row.name, res["valid_auc"], res["valid_logloss"])
-        out.append(done[row.key()])
-    return out
-
-
-def frappe_data(path: str | Path) -> PreparedData:
-    return prepare_data(path, builtin_spec("frappe"), valid_fraction=0.1, split_seed=2024)
-
-
-def _tuning_rows(pattern: str = "runs/tune-frappe*.jsonl") -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for path in sorted(Path().glob(pattern)):
-        rows.extend(load_results(path).values())
-    return rows
-
-
-def _note(r: dict[str, Any]) -> str:
-    """The row's note plus how its probabilities were produced (ensemble size, temperature)."""
-    parts = [r.get("note", "")] if r.get("note") else []
-    if r.get("ensemble", 1) > 1:
-        parts.append(f"logit average of {r['ensemble']} seeds")
-    if r.get("temperature") is not None:
-        parts.append(
-            f"temperature {r['temperature']:.3f} fitted on valid (logloss before: "
-            f"{r['valid_logloss_uncalibrated']:.4f})"
-        )
-    return "; ".join(parts)
-
-
-def render(results: list[dict[str, Any]], command: str, wall: float, data: PreparedData) -> str:
+def render(results: list[dict[str, Any]], args: dict[str, Any], wall: float, data: PreparedData) -> str:
     """docs/quality.md text."""
     best_ref_auc = max(r[1] for r in REFERENCES)
     best_ref_ll = min(r[2] for r in REFERENCES)
-    dlf = [r for r in results if r["group"] == "dlf"]
-    winners = [r["name"] for r in dlf if r["valid_auc"] > best_ref_auc and r["valid_logloss"] < best_ref_ll]
+
+    def beaten(r: dict[str, Any]) -> str:
+        names = [n for n, a, ll in REFERENCES if r["valid_auc"] > a and r["valid_logloss"] < ll]
+        return "all" if len(names) == len(REFERENCES) else (", ".join(names) or "none")
+
+    reduced = args["train_fraction"] < 1.0 or args["max_epochs"] is not None or args.get("batch_size")
     lines = [
         "# Model quality on Frappe (dev slice)",
         "",
-        "Generated by `bench-quality` (bench/bench_quality.py); rerun it rather than editing by hand.",
+        "Generated by `bench/bench_quality.py` in one invocation; rerun it rather than editing by hand.",
         "Protocol of `../shared/data/frappe/README.md`: `numpy.random.default_rng(2024).permutation` of the",
-        f"57,722 rows, first 90 % train ({len(data.train):,} rows), last 10 % valid ({len(data.valid):,} rows);",
-        "vocabularies from train only; every model early-stopped on valid AUC with its best weights restored.",
-        "Hyper-parameters were chosen on the valid split only (there is no test split in the dev slice; the",
-        "held-out Frappe rows are for the end-to-end check through the service). Timings are training only",
-        "(no evaluation) on this machine: 2 CPU cores shared with other jobs, fp32, so they are indicative.",
+        f"57,722 rows, first 90 % train, last 10 % valid ({len(data.valid):,} rows); vocabularies from train only;",
+        "every network early-stopped on valid AUC with its best weights restored. Hyper-parameters were",
+        "chosen on the valid split (there is no test split in the dev slice; the held-out Frappe rows are",
+        "for the end-to-end check through the service). Machine: 2 CPU cores shared with other jobs, fp32.",
         "",
-        f"Command: `{command}`  ",
-        f"Wall time of this invocation: {wall / 60:.1f} min (rows already in the results file are reused; the",
-        "rows were produced by several invocations running side by side).",
-        "",
-        "## Summary",
+        f"Command: `{args['command']}`  ",
+        f"Wall time of this invocation: {wall / 60:.1f} min (training, export, scoring and timing of every row).",
         "",
     ]
-    if winners:
-        lines.append(f"Rows that beat every reference on both valid AUC and logloss: {', '.join(winners)}.")
-    else:
-        best = max(dlf, key=lambda r: r["valid_auc"]) if dlf else None
-        lines.append(
-            "No DLF row beats every reference on both numbers yet"
+    if reduced:
+        lines += [
+            f"**Reduced run**: {len(data.train):,} train rows (fraction {args['train_fraction']:g} of the 51,949, "
+            f"fixed random subset), at most {args['max_epochs'] or 'the configured'} epochs per network"
             + (
-                f": best DLF valid AUC {best['valid_auc']:.4f} / logloss {best['valid_logloss']:.4f} against "
-                f"the best references AUC {best_ref_auc:.4f} (LightGBM) / logloss {best_ref_ll:.3f}."
-                if best
-                else "."
+                f" and batch size {args['batch_size']} (more steps for the same compute)"
+                if args.get("batch_size")
+                else ""
             )
-        )
+            + ", the same for every row, so the full model and its ablations stay comparable; absolute numbers are "
+            "lower than a full run's (the networks are under-trained).",
+            "",
+        ]
+    dlf = [r for r in results if r["group"] == "dlf"]
+    winners = [r["name"] for r in dlf if r["valid_auc"] > best_ref_auc and r["valid_logloss"] < best_ref_ll]
+    lines += ["## Summary", "", "Rows that beat every reference on both valid AUC and logloss: "
+              + (", ".join(winners) if winners else "none in this run") + ".", ""]  # fmt: skip
+    pts = [r for r in results if "rows_per_s" in r]
+    if pts:
+        front = pareto_front(pts)
+        lines += [
+            f"## Serving cost against quality (Pareto; ONNX Runtime, batch {BATCH}, 1 thread)",
+            "",
+            "![valid AUC against rows/s](quality-pareto.png)",
+            "",
+            "| graph | valid AUC | valid logloss | rows/s (batch 100, 1 thread) | x the ensemble teacher | MACs / sample | Pareto |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        ens = next((p["rows_per_s"] for p in pts if p["name"].startswith("teacher")), None)
+        for p in sorted(pts, key=lambda p: -p["rows_per_s"]):
+            ratio = f"{p['rows_per_s'] / ens:.2f}" if ens else "-"
+            lines.append(
+                f"| {p['name']} | {p['valid_auc']:.4f} | {p['valid_logloss']:.4f} | {p['rows_per_s']:,.0f} | {ratio} | "
+                f"{p['macs_per_sample'] / 1e6:.2f} M | {'yes' if p['name'] in front else ''} |"
+            )
+        lines.append("")
     lines += [
-        "",
         "## Results (valid split)",
         "",
-        "| model | group | valid AUC | valid logloss | references beaten on both | best epoch | epochs run "
-        "| s / epoch | samples / s | params | MACs / sample | note |",
+        "| model | group | valid AUC | valid logloss | references beaten on both | best epoch | epochs run | s / epoch | train wall s | params | MACs / sample | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        beaten = [n for n, a, ll in REFERENCES if r["valid_auc"] > a and r["valid_logloss"] < ll]
-        wins = "all" if len(beaten) == len(REFERENCES) else (", ".join(beaten) or "none")
         lines.append(
-            f"| {r['name']} | {r['group']} | {r['valid_auc']:.4f} | {r['valid_logloss']:.4f} | "
-            f"{wins} | {r['best_epoch']:g} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | "
-            f"{r['samples_per_second']:,.0f} | {r['params']:,} | {r['macs_per_sample'] / 1e6:.2f} M | "
-            f"{_note(r)} |"
+            f"| {r['name']} | {r['group']} | {r['valid_auc']:.4f} | {r['valid_logloss']:.4f} | {beaten(r)} | "
+            f"{r['best_epoch']:g} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | {r['train_wall_seconds']:.0f} | "
+            f"{r['params']:,} | {r['macs_per_sample'] / 1e6:.2f} M | {_note(r)} |"
         )
+    abl = {r["name"]: r for r in results if r["group"] == "ablation"}
+    full = abl.get("DLF full (ablation)")
+    if full:
+        deltas = [f"{n.removeprefix('DLF ').removesuffix(' (ablation)')} AUC {r['valid_auc'] - full['valid_auc']:+.4f}"
+                  for n, r in abl.items() if r is not full]  # fmt: skip
+        holds = all(full["valid_auc"] >= r["valid_auc"] for r in abl.values())
+        lines += ["", f"Ablation deltas vs the full model at the same setting: {'; '.join(deltas)}. "
+                  f"Order full >= each ablation on valid AUC: {'holds' if holds else 'does NOT hold'}."]  # fmt: skip
     lines += [
         "",
-        "- Calibration (rows noting a temperature): after training and best-checkpoint restore one",
-        "  temperature T is fitted by minimising logloss of sigmoid(logit / T) on the valid split, the same",
-        "  split used for early stopping and model choice, so the calibrated logloss is optimistic for",
-        "  unseen rows (a single parameter, so by little); AUC is unchanged by T. T is folded into model.onnx.",
-        "- Ensemble (rows noting a logit average): K members of one config with seeds seed..seed+K-1 (init",
-        "  and data order differ), each early-stopped on valid AUC; their logits are averaged in one graph.",
-        "  Timings of such rows are per member-epoch; training cost is K times a single member.",
-        "- Ablations run at the small width (d 16, 3 layers) with one fixed setting, not the paper width: the",
-        "  paper preset costs ~10 min per epoch on these cores. The paper preset is run once, for one epoch.",
-        "- Baselines use one FuxiCTR-like setting each at the references' width (listed below), not a",
-        "  search; the reference rows were each the best of 3-23 settings.",
-        "- Ablation deltas vs the full model at the same setting: "
-        + "; ".join(
-            f"{r['name'].replace('DLF small ', '').replace(' (ablation setting)', '')} "
-            f"AUC {r['valid_auc'] - full['valid_auc']:+.4f}, logloss {r['valid_logloss'] - full['valid_logloss']:+.4f}"
-            for r in results
-            if r["group"] == "ablation" and r is not full
-        )
-        + "."
-        if (full := next((r for r in results if r["name"].startswith("DLF small full")), None))
-        else "- (no ablation base row)",
+        f"- Recipe row: the structure of the `{args.get('recipe', 'frappe')}` recipe (`training/recipes/`: teacher",
+        "  members, distillation, calibration) trained by the same `train_on` that `python -m training.cli train` runs.",
+        "- Teacher row: the recipe's cross-fitted members averaged (each member skips one fold of the train",
+        "  rows, so its logits on that fold are out-of-fold distillation targets); not calibrated.",
+        "- int8 row: ONNX Runtime dynamic quantisation of the recipe row's graph, scored through ORT.",
+        "- Ablations: one member of the recipe (same width, same fit settings), one part switched off.",
+        *(
+            ["- Baselines: one FuxiCTR-like setting each at the references' width, not a search."]
+            if any(r["group"] == "baseline" for r in results)
+            else ["- Baselines: not run in this invocation."]
+        ),
+        "- rows/s: every graph timed in this process, round-robin, median of 3 rounds; graphs of the same",
+        "  architecture (recipe student, single member) differ only by timing noise on the shared cores.",
         "",
         "## Reference points (same split, other libraries, from the data README)",
         "",
         "| model | valid AUC | valid logloss |",
         "|---|---|---|",
-        *(f"| {n} | {a:.4f} | {ll:.3f} |" for n, a, ll in REFERENCES),
+        *[f"| {n} | {a:.4f} | {ll:.3f} |" for n, a, ll in REFERENCES],
+        "",
+        "## Configurations",
+        "",
     ]
-    tuning = _tuning_rows()
-    if tuning:
-        lines += [
-            "",
-            f"## Tuning runs (bench/tune_frappe.py; {len(tuning)} finished settings, valid split)",
-            "",
-            "| model | setting (on top of bench/tune_frappe.py BASE) | valid AUC | valid logloss | best epoch |",
-            "|---|---|---|---|---|",
-        ]
-        for t in sorted(tuning, key=lambda t: -t["valid_auc"]):
-            lines.append(
-                f"| {t['model']} | `{t['name'].split(':', 1)[-1]}` | {t['valid_auc']:.4f} | {t['valid_logloss']:.4f} | "
-                f"{t['best_epoch']:g} |"
-            )
-    lines += ["", "## Configurations", ""]
     for r in results:
         c = dict(r["config"])
         mc = c.pop("model_config")
-        c.pop("model_overrides", None)
-        lines.append(f"- **{r['name']}**: `{json.dumps(c, default=str)}`; model `{json.dumps(mc)}`")
+        lines.append(f"- **{r['name']}**: `{json.dumps(c, default=str)}`; network `{json.dumps(mc)}`")
     return "\n".join(lines) + "\n"
+
+
+def _note(r: dict[str, Any]) -> str:
+    parts = [r["note"]] if r.get("note") else []
+    if r.get("teacher"):
+        parts.append(f"teacher valid AUC {r['teacher']['valid']['auc']:.4f}")
+    if r.get("temperature") is not None:
+        parts.append(f"temperature {r['temperature']:.3f} fitted on valid")
+    return "; ".join(parts)
 
 
 def run_bench(
     data_path: str | Path,
     out: str | Path,
     *,
-    only: list[str] | None = None,
-    skip_paper: bool = False,
-    results_path: str | Path = "runs/bench-quality.jsonl",
-    rows: list[BenchRow] | None = None,
-    train_missing: bool = True,
+    recipe: str = "frappe",
+    train_fraction: float = 1.0,
+    max_epochs: int | None = None,
+    batch_size: int | None = None,
+    paper: bool = False,
+    baselines: bool = True,
+    seconds: float = 1.5,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the comparison and write the markdown report."""
+    """Train every row, time the DLF graphs side by side, write the report and the Pareto plot."""
     t0 = time.perf_counter()
-    data = frappe_data(data_path)
-    rows = rows if rows is not None else default_rows(skip_paper)
-    if only:
-        rows = [r for r in rows if r.name in only or r.config.model in only]
-    results = run_rows(data, rows, Path(results_path), train_missing=train_missing)
-    command = (
-        "python -m bench.bench_quality " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    )
-    atomic_write_text(out, render(results, command, time.perf_counter() - t0, data))
+    command = "python -m bench.bench_quality " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    data = frappe_data(data_path, train_fraction)
+    rec = load_recipe(recipe)
+    rows = default_rows(rec, paper=paper, baselines=baselines)
+    log.info("bench-quality: %d rows, %d train rows, max epochs %s", len(rows), len(data.train), max_epochs)
+    results: list[dict[str, Any]] = []
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        for row in rows:
+            row.config = _capped(row.config, max_epochs, batch_size)
+            log.info("bench row %s", row.name)
+            for r in run_row(data, row, Path(tmp)):
+                log.info("bench row %s: AUC %.4f logloss %.4f", r["name"], r["valid_auc"], r["valid_logloss"])
+                results.append(r)
+        graphs = {r["name"]: Path(r["onnx"]) for r in results if "onnx" in r}
+        cat = data.valid.take(np.arange(len(data.valid)))[0]
+        speed = rows_per_second(graphs, cat, seconds=seconds)
+    for r in results:
+        if r["name"] in speed:
+            r["rows_per_s"] = speed[r["name"]]
+        r.pop("onnx", None)
+    wall = time.perf_counter() - t0
+    args = {
+        "command": command,
+        "train_fraction": train_fraction,
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+    }
+    # the finished run, kept so a report can be re-rendered from it (never mixed with other runs)
+    raw = Path("runs") / f"bench-quality-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps({"args": args, "wall": wall, "train_rows": len(data.train), "results": results},
+                              default=str))  # fmt: skip
+    write_report(results, args, wall, data, out)
     return results
+
+
+def write_report(results: list[dict[str, Any]], args: dict[str, Any], wall: float, data: PreparedData,
+                 out: Path) -> None:  # fmt: skip
+    pts = [r for r in results if "rows_per_s" in r]
+    plot(pts, pareto_front(pts), out.with_name(out.stem + "-pareto.png"),
+         f"Frappe valid AUC vs ONNX Runtime rows/s ({len(data.train):,} train rows)")  # fmt: skip
+    atomic_write_text(out, render(results, args, wall, data))
+
+
+def rerender(run_file: Path, data_path: Path, out: Path) -> None:
+    """Rewrite the report from one finished run's saved results (same run, same wall time)."""
+    run = json.loads(run_file.read_text())
+    cmd = run["args"]["command"].split()  # runs saved before "recipe" was recorded
+    run["args"].setdefault("recipe", cmd[cmd.index("--recipe") + 1] if "--recipe" in cmd else "frappe")
+    data = frappe_data(data_path, run["args"]["train_fraction"])
+    write_report(run["results"], run["args"], run["wall"], data, out)
 
 
 def main(
     data: Path = Path("../shared/data/frappe/frappe.dev.libfm"),
     out: Path = Path("docs/quality.md"),
-    only: list[str] | None = None,
-    skip_paper: bool = False,
-    results: Path = Path("runs/bench-quality.jsonl"),
-    no_run: bool = False,
+    recipe: str = "frappe",
+    train_fraction: float = 1.0,
+    max_epochs: int | None = None,
+    batch_size: int | None = None,
+    paper: bool = False,
+    baselines: bool = True,
+    seconds: float = 1.5,
+    rerender_from: Path | None = None,
 ) -> None:
-    """Frappe comparison (README protocol): DLF presets, ablations, baselines -> docs/quality.md."""
+    """Frappe comparison (README protocol) in one run -> docs/quality.md and docs/quality-pareto.png."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run_bench(data, out, only=only, skip_paper=skip_paper, results_path=results, train_missing=not no_run)
+    if rerender_from is not None:
+        rerender(rerender_from, data, out)
+        return
+    run_bench(data, out, recipe=recipe, train_fraction=train_fraction, max_epochs=max_epochs,
+              batch_size=batch_size, paper=paper,
+              baselines=baselines, seconds=seconds)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -132,12 +132,15 @@ class Load:
         wait = retry_after if (status == 503 and retry_after and self.honour) else 0.0
         return conn, wait
 
-    async def closed_loop(self, connections: int, seconds: float) -> None:
+    async def closed_loop(self, connections: int, seconds: float, stop_file: Path | None = None) -> None:
         deadline = time.perf_counter() + seconds
+
+        def going() -> bool:
+            return time.perf_counter() < deadline and not (stop_file is not None and stop_file.exists())
 
         async def worker() -> None:
             conn = await self.connect()
-            while time.perf_counter() < deadline:
+            while going():
                 conn, wait = await self.one(conn)
                 if wait:
                     await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
@@ -202,7 +205,7 @@ def summarise(record: Record, rows_per_request: int, wall_s: float) -> dict:
         "max_503_ms": float(shed.max()) if shed.size else None,
         "retry_after_on_503": record.retry_after_ok,
         "timeouts": int((status == 0).sum()),
-        "errors": int(((status != 200) & (status != 503)).sum()),
+        "errors": int(((status != 200) & (status != 503) & (status != 0)).sum()),  # timeouts counted apart
         "not_sent_no_connection": int((status == -2).sum()),
         "other_status": sorted({int(s) for s in status if s not in (200, 503, 0, -1, -2)}),
         "wall_s": wall_s,
@@ -223,6 +226,7 @@ def main(
     honour_retry_after: bool = typer.Option(True, help="wait Retry-After seconds after a 503"),
     path: str = typer.Option("/predict"),
     out: Path | None = typer.Option(None, help="write the summary JSON here"),
+    stop_file: Path | None = typer.Option(None, help="closed loop: stop early once this file exists"),
 ) -> None:
     import uvloop
 
@@ -237,7 +241,7 @@ def main(
         if rate > 0:
             await load.open_loop(rate, seconds, connections)
         else:
-            await load.closed_loop(connections, seconds)
+            await load.closed_loop(connections, seconds, stop_file)
         return summarise(load.record, rows_per_request, time.perf_counter() - start)
 
     result = uvloop.run(run())

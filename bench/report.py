@@ -17,6 +17,10 @@ def _cell(result: dict[str, Any], server: str, rows: int, conns: int) -> dict[st
     raise KeyError((server, rows, conns))
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs > 0 else ("peer served nothing" if ours > 0 else "-")
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
@@ -33,7 +37,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         for r in rows_list
         for c in conns_list
     }
-    worst = min(ratios, key=ratios.get)
+    worst = min(ratios, key=lambda k: ratios[k])
     out.append(
         (
             "service >= 1.0x the naive peer's rows/s in every cell",
@@ -56,7 +60,11 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         ok &= best >= 0.8 * ceil
         parts.append(f"{r} rows: {best:,.0f} / {ceil:,.0f} = {best / ceil:.2f}x")
     out.append(
-        ("at >= 100 rows/request, service >= 0.8x the raw-ORT all-cores ceiling", ok, "; ".join(parts))
+        (
+            "at >= 100 rows/request, service (best over connections) >= 0.8x the raw-ORT all-cores ceiling",
+            ok,
+            "; ".join(parts),
+        )
     )
     s11, n11 = _cell(result, "service", 1, 1), _cell(result, "naive", 1, 1)
     out.append(
@@ -97,8 +105,9 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     rob = result.get("robustness")
     if rob:
         rl = rob["reloads"]
-        failed = rl["requests"] - rl["ok"]
+        failed = rl["requests"] - rl["ok"]  # anything but 200
         reload_ok = all(a[0] == 200 and a[1] == "ok" for a in rl["reload_answers"])
+        reload_ok &= bool(rl.get("load_ran_through_all_reloads"))
         out.append(
             (
                 "10 hot reloads under load: 0 failed requests",
@@ -107,7 +116,7 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             )
         )
         ro = rob["redis_outage"]
-        five = ro["status_503"] + ro["errors"] + ro["timeouts"]
+        five = ro["status_503"] + ro["errors"] + ro["timeouts"]  # errors exclude timeouts
         out.append(
             (
                 "Redis stopped under load: 0 5xx (degraded answers)",
@@ -129,7 +138,10 @@ def _plots(result: dict[str, Any], img: Path) -> list[str]:
     cells = result["cells"]
     rows_list = sorted({c["rows"] for c in cells})
     conns_list = sorted({c["conns"] for c in cells})
-    fig, axes = plt.subplots(1, len(conns_list), figsize=(4.2 * len(conns_list), 3.6), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(conns_list), figsize=(4.2 * len(conns_list), 3.6), sharey=True, squeeze=False
+    )
+    axes = axes[0]
     for ax, conns in zip(axes, conns_list, strict=True):
         for server, style in (("service", "o-"), ("naive", "s--")):
             ax.plot(
@@ -191,7 +203,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         "shared redis-server under a fresh prefix), default settings "
         f"({meta.get('service_info')}). Naive peer: bench/naive_peer.py (plain `def` endpoint, one "
         "`session.run` per request, dict vocab, no batching, no Redis). Load: bench/load_client.py in its "
-        f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, 2 s client timeout, "
+        f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, {meta['timeout']:.0f} s client timeout, "
         "Retry-After honoured; service and peer alternate cell by cell. rows/s counts 200 answers only; "
         "p50/p99 are of 200 answers.",
         "",
@@ -207,7 +219,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
                 f"| {r} x {c} | {s['rows_per_s']:,.0f} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
                 f"{s['status_503']} | {s['timeouts'] + s['errors']} | {n['rows_per_s']:,.0f} | "
                 f"{_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['timeouts'] + n['errors']} | "
-                f"{s['rows_per_s'] / max(n['rows_per_s'], 1e-9):.2f}x | {ceil:,.0f} | {s['rows_per_s'] / ceil:.2f}x |"
+                f"{_ratio(s['rows_per_s'], n['rows_per_s'])} | {ceil:,.0f} | {s['rows_per_s'] / ceil:.2f}x |"
             )
     ov = result["overload"]
     lines += [

@@ -40,9 +40,10 @@ def clone_version(bundle: Path, registry: Path) -> tuple[str, str]:
 
 
 def _background_load(url: str, bodies: Path, seconds: float, out: Path) -> subprocess.Popen:
+    """8 connections x 10 rows until ``seconds`` pass or ``<out>.stop`` appears."""
     cmd = [sys.executable, "-m", "bench.load_client", "--url", url, "--bodies", str(bodies)]
     cmd += ["--rows-per-request", "10", "--connections", "8", "--seconds", str(seconds), "--warmup", "0.5"]
-    cmd += ["--out", str(out)]
+    cmd += ["--out", str(out), "--timeout", "15", "--stop-file", str(out.with_suffix(".stop"))]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -84,16 +85,19 @@ def reloads_and_redis_outage(
                 time.sleep(0.2)
             duration = max(seconds, 8.0)
             # 1. ten hot reloads while 8 connections send 10-row requests
-            proc = _background_load(url, bodies, duration, work / "reloads.json")
+            proc = _background_load(url, bodies, 600, work / "reloads.json")
             time.sleep(1.0)
             answers = []
             headers = {"Authorization": f"Bearer {TOKEN}"}
             for i in range(10):
                 target = b if i % 2 == 0 else a
-                r = httpx.post(f"{url}/admin/reload", json={"version": target}, headers=headers, timeout=60)
+                r = httpx.post(f"{url}/admin/reload", json={"version": target}, headers=headers, timeout=120)
                 answers.append([r.status_code, r.json().get("result"), r.json().get("model_version")])
-                time.sleep((duration - 2.0) / 10)
+                time.sleep(0.5)
+            load_outlived_reloads = proc.poll() is None
+            (work / "reloads.stop").touch()
             reloads = _finish(proc, work / "reloads.json")
+            reloads["load_ran_through_all_reloads"] = load_outlived_reloads
             reloads["reload_answers"] = answers
             # 2. Redis stopped for a while under the same load, then started again
             proc = _background_load(url, bodies, duration, work / "outage.json")

@@ -5,7 +5,8 @@
 On one bundle (the registry's CURRENT unless --version), with Frappe rows read from
 --data, it runs:
 
-1. the raw-ORT ceiling (bench/ort_ceiling.py: one session per core, one process each);
+1. the raw-ORT ceiling (bench/ort_ceiling.py: one session per core, one process each), right
+   before the cells of each request size;
 2. this service (``python -m service.cli serve``, Redis backend: the vocab is published to
    --redis-url under a fresh key prefix, removed afterwards) and the naive peer
    (bench/naive_peer.py under uvicorn), both up at once, cell after cell alternating, so
@@ -195,6 +196,7 @@ def main(
     overload_rows: int = typer.Option(100, help="rows per request of the overload run"),
     overload_factor: float = typer.Option(2.0, help="overload rate / measured capacity"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", help="Redis of the measured service"),
+    timeout: float = typer.Option(15.0, help="client timeout per request, seconds"),
     robustness: bool = typer.Option(True, help="also run hot reloads + Redis stop under load"),
     doc: Path = typer.Option(REPO / "docs" / "benchmarks.md", help="markdown file to update"),
     img: Path = typer.Option(REPO / "docs" / "img", help="where the PNG plots go"),
@@ -213,6 +215,7 @@ def main(
         "cores": usable_cores(),
         "load_before": load_average(),
         "seconds": seconds,
+        "timeout": timeout,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python -m bench.serving_engine", *sys.argv[1:]]),
     }
@@ -223,11 +226,7 @@ def main(
             r: write_bodies(records, r, work / f"bodies-{r}.jsonl") for r in set(row_sizes + [overload_rows])
         }
 
-        print(f"ceiling on {version}", flush=True)
-        ceilings = {str(r): ceiling(bundle, r, max(2.0, seconds / 2)) for r in row_sizes}
-        for r, c in ceilings.items():
-            print(f"  batch {r}: {c['rows_per_s']:,.0f} rows/s over {c['procs']} processes", flush=True)
-
+        ceilings: dict[str, Any] = {}  # measured right before each row size's cells: same neighbours
         prefix = f"bench-{uuid.uuid4().hex[:10]}:"
         publish(registry, version, redis_url, prefix)
         service_env = {
@@ -246,9 +245,13 @@ def main(
                 wait_ready(svc)
                 meta["service_info"] = httpx.get(f"{svc}/info").json().get("batching")
                 for r in row_sizes:
+                    ceilings[str(r)] = c_r = ceiling(bundle, r, max(2.0, seconds / 2))
+                    print(
+                        f"ceiling  {r:5d} rows: {c_r['rows_per_s']:9,.0f} rows/s ({c_r['procs']} processes)"
+                    )
                     for c in conn_counts:
                         for name, url in (("service", svc), ("naive", naive)):
-                            res = load(url, bodies[r], r, c, seconds, warmup)
+                            res = load(url, bodies[r], r, c, seconds, warmup, timeout=timeout)
                             cells.append(Cell(name, r, c, res))
                             print(
                                 f"{name:8s} {r:5d} rows x {c:3d} conns: {res['rows_per_s']:9,.0f} rows/s "
@@ -257,7 +260,15 @@ def main(
                                 flush=True,
                             )
                 overload = run_overload(
-                    svc, naive, cells, bodies[overload_rows], overload_rows, overload_factor, seconds, warmup
+                    svc,
+                    naive,
+                    cells,
+                    bodies[overload_rows],
+                    overload_rows,
+                    overload_factor,
+                    seconds,
+                    warmup,
+                    timeout,
                 )
                 meta["metrics_after"] = scrape(svc)
         finally:
@@ -303,6 +314,7 @@ def run_overload(
     factor: float,
     seconds: float,
     warmup: float,
+    timeout: float,
 ) -> dict[str, Any]:
     """Open loop at ``factor`` x the best closed-loop request rate the service reached at ``rows``."""
     at_size = [c for c in cells if c.server == "service" and c.rows == rows]
@@ -317,7 +329,7 @@ def run_overload(
         "unloaded_p99_ms": unloaded["p99_ms"],
     }
     for name, url in (("service", svc), ("naive", naive)):
-        res = load(url, bodies, rows, 512, seconds, warmup, rate=rate)
+        res = load(url, bodies, rows, 512, seconds, warmup, rate=rate, timeout=timeout)
         out[name] = res
         print(
             f"  {name}: ok {res['ok']} 503 {res['status_503']} (p99 {res['p99_503_ms']} ms) "

@@ -1,10 +1,11 @@
 """Hyper-parameter search for DLF on the Frappe valid split (README protocol); appends to a JSONL.
 
-Usage: python bench/tune_frappe.py STAGE   (see GRIDS below). Results: runs/tune-frappe.jsonl.
+Usage: python bench/tune_frappe.py STAGE [THREADS]  (see GRIDS below). Results: runs/tune-frappe-STAGE.jsonl.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.bench_quality import BenchRow, frappe_data, run_rows  # noqa: E402
+from bench.bench_quality import BenchRow, frappe_data, run_row  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
 BASE = dict(model="dlf", preset="small", epochs=12, patience=2, eval_every=0.5)
@@ -55,15 +56,15 @@ def main() -> None:
     stage = sys.argv[1]
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     data = frappe_data(Path(__file__).resolve().parents[2] / "shared/data/frappe/frappe.dev.libfm")
-    rows = []
+    out = Path(f"runs/tune-frappe-{stage}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for kw in GRIDS[stage]:
-        cfg = TrainConfig(**(BASE | kw))
-        rows.append(BenchRow(f"{stage}:{kw}", cfg, "tune"))
-    for r in run_rows(data, rows, Path(f"runs/tune-frappe-{stage}.jsonl")):
-        print(
-            f"{r['name']:70s} AUC {r['valid_auc']:.4f} LL {r['valid_logloss']:.4f} ep {r['best_epoch']}/{r['epochs']} {r['seconds_per_epoch']:.1f}s/ep",
-            flush=True,
-        )
+        row = BenchRow(f"{stage}:{kw}", TrainConfig(**(BASE | kw)), "tune")
+        (r,) = run_row(data, row, out.parent)
+        with out.open("a") as fh:
+            fh.write(json.dumps(r, default=str) + "\n")
+        print(f"{r['name']:70s} AUC {r['valid_auc']:.4f} LL {r['valid_logloss']:.4f} ep {r['best_epoch']}/{r['epochs']}",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

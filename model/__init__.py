@@ -3,9 +3,13 @@
 from model.base import CTRModel, ProbabilityModel
 from model.config import PRESET_NAMES, ModelConfig, preset
 from model.describe import ModelDescription, describe
-from model.registry import MODEL_NAMES, MODEL_REGISTRY, build_model
+from model.registry import MODEL_CONFIGS, MODEL_NAMES, MODEL_REGISTRY, build_model, network_config
+from model.settings import NetworkConfig
 
 __all__ = [
+    "MODEL_CONFIGS",
+    "NetworkConfig",
+    "network_config",
     "MODEL_NAMES",
     "MODEL_REGISTRY",
     "PRESET_NAMES",

@@ -1,4 +1,10 @@
-"""Model hyper-parameters: one frozen dataclass shared by DLF and the baselines, plus presets."""
+"""The named presets (``small``, ``paper``) as one flat frozen dataclass covering every model's knobs.
+
+Training does not pass this around any more: ``model.registry.network_config(name, preset, overrides)``
+takes the chosen model's fields from a preset into that model's own pydantic config (``DLFConfig``
+in ``model/dlf.py``, ...). ``ModelConfig`` stays as the preset container and for direct
+``build_model`` calls (tests, the describe CLI), which accept either kind.
+"""
 
 from __future__ import annotations
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from model.base import CTRModel
-from model.config import ModelConfig
 from model.layers import MLP, init_linear_weights
+from model.settings import NetworkConfig
+
+
+class DCNv2Config(NetworkConfig):
+    """DCNv2: cross layers, parallel or stacked, and the deep part."""
+
+    dnn_hidden: tuple[Annotated[int, Field(ge=1)], ...] = (128, 64)
+    cross_layers: int = Field(3, ge=1)
+    dcn_structure: Literal["parallel", "stacked"] = "parallel"
 
 
 class CrossNetV2(nn.Module):
@@ -27,7 +37,7 @@ class CrossNetV2(nn.Module):
 class DCNv2(CTRModel):
     """``dcn_structure='parallel'``: [cross(x0) || deep(x0)] -> logit; 'stacked': deep(cross(x0)) -> logit."""
 
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: DCNv2Config) -> None:
         super().__init__(cat_cardinalities, num_numeric, config)
         width = self.num_fields * config.embedding_dim
         self.stacked = config.dcn_structure == "stacked"

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from model.base import CTRModel
-from model.config import ModelConfig
 from model.fm import fm_interaction
 from model.layers import MLP, init_linear_weights
 from model.lr import LinearTerm
+from model.settings import NetworkConfig
+
+
+class DeepFMConfig(NetworkConfig):
+    """DeepFM: the deep part's hidden widths."""
+
+    dnn_hidden: tuple[Annotated[int, Field(ge=1)], ...] = (128, 64)
 
 
 class DeepFM(CTRModel):
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: DeepFMConfig) -> None:
         super().__init__(cat_cardinalities, num_numeric, config)
         self.linear = LinearTerm(cat_cardinalities, num_numeric)
         self.dnn = MLP(self.num_fields * config.embedding_dim, config.dnn_hidden, 1, config.dropout)

@@ -9,17 +9,40 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from model.base import CTRModel
-from model.config import ModelConfig
 from model.layers import MLP, attention, init_linear_weights, merge_heads, split_heads
+from model.settings import NetworkConfig
+
+
+class DLFConfig(NetworkConfig):
+    """DLF (docs/model.md): layers of RLI blocks fused by NAF, gated residual; ablation switches."""
+
+    num_layers: int = Field(3, ge=1)
+    num_tokens: int = Field(8, ge=1)
+    rank: int = Field(8, ge=1)
+    block_hidden: int = Field(128, ge=1)
+    head_hidden: int = Field(128, ge=1)
+    naf_layers: int = Field(1, ge=1)
+    num_heads: int = Field(2, ge=1)
+    layer_norm_eps: float = Field(1e-5, gt=0)
+    use_gate: bool = True
+    use_rli: bool = True
+    use_naf: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> DLFConfig:
+        if self.embedding_dim % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide embedding_dim={self.embedding_dim}")
+        return self
 
 
 class LowOrderBlock(nn.Module):
     """Eq. 5: S = X^T W_lo (B,d,r); Z = X0 S (B,F,r); H_lo = MLP(LN(flatten Z)) -> (B,k,d)."""
 
-    def __init__(self, num_in: int, num_fields: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, num_fields: int, cfg: DLFConfig) -> None:
         super().__init__()
         self.num_tokens, self.dim = cfg.num_tokens, cfg.embedding_dim
         self.weight = nn.Parameter(torch.empty(num_in, cfg.rank))
@@ -35,7 +58,7 @@ class LowOrderBlock(nn.Module):
 class HighOrderBlock(nn.Module):
     """Eq. 6 (CrossNet-like): S = X^T W_hi; Z = X S (B,n,r); H_hi = MLP(LN(flatten Z)) -> (B,k,d)."""
 
-    def __init__(self, num_in: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, cfg: DLFConfig) -> None:
         super().__init__()
         self.num_tokens, self.dim = cfg.num_tokens, cfg.embedding_dim
         self.weight = nn.Parameter(torch.empty(num_in, cfg.rank))
@@ -51,7 +74,7 @@ class HighOrderBlock(nn.Module):
 class ImplicitBlock(nn.Module):
     """Eq. 7: H_im = MLP(flatten X) -> (B,k,d)."""
 
-    def __init__(self, num_in: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, cfg: DLFConfig) -> None:
         super().__init__()
         self.num_tokens, self.dim = cfg.num_tokens, cfg.embedding_dim
         self.mlp = MLP(num_in * self.dim, (cfg.block_hidden,), self.num_tokens * self.dim, cfg.dropout)
@@ -97,7 +120,7 @@ class NAFStep(nn.Module):
 class NAF(nn.Module):
     """``naf_layers`` stacked attention steps; each step's A_b is the next step's H_b."""
 
-    def __init__(self, num_blocks: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_blocks: int, cfg: DLFConfig) -> None:
         super().__init__()
         self.steps = nn.ModuleList(
             NAFStep(num_blocks, cfg.embedding_dim, cfg.num_heads) for _ in range(cfg.naf_layers)
@@ -123,7 +146,7 @@ class TokenProjection(nn.Module):
 class DLFLayer(nn.Module):
     """One DLF layer: RLI blocks -> NAF -> gated residual -> LayerNorm. (B,n,d) -> (B,n_out,d)."""
 
-    def __init__(self, num_in: int, num_fields: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, num_fields: int, cfg: DLFConfig) -> None:
         super().__init__()
         if cfg.use_rli:
             self.low_order = LowOrderBlock(num_in, num_fields, cfg)
@@ -154,7 +177,7 @@ class DLFLayer(nn.Module):
 class DLF(CTRModel):
     """Embedding -> L DLF layers -> MLP head -> logit."""
 
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: DLFConfig) -> None:
         super().__init__(cat_cardinalities, num_numeric, config)
         num_in = self.num_fields
         layers = []

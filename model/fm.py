@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 
 from model.base import CTRModel
-from model.config import ModelConfig
 from model.lr import LinearTerm
+from model.settings import NetworkConfig
 
 
 def fm_interaction(x: torch.Tensor) -> torch.Tensor:
@@ -18,8 +18,12 @@ def fm_interaction(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
 
 
+class FMConfig(NetworkConfig):
+    """FM: the shared embedding width is the factor dimension."""
+
+
 class FM(CTRModel):
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: FMConfig) -> None:
         super().__init__(cat_cardinalities, num_numeric, config)
         self.linear = LinearTerm(cat_cardinalities, num_numeric)
 

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from model.config import ModelConfig
 from model.layers import FeatureEmbedding
+from model.settings import NetworkConfig
+
+
+class LRConfig(NetworkConfig):
+    """Logistic regression reads no knob beyond the shared ones (its weights are 1-wide embeddings)."""
 
 
 class LinearTerm(nn.Module):
@@ -26,7 +30,7 @@ class LinearTerm(nn.Module):
 class LR(nn.Module):
     """Logistic regression. Uses FeatureEmbedding with width 1 as its 'embedding' (no config knobs)."""
 
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: LRConfig) -> None:
         super().__init__()
         self.config = config
         self.linear = LinearTerm(cat_cardinalities, num_numeric)

@@ -8,17 +8,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from model.base import CTRModel
-from model.config import ModelConfig
 from model.layers import MLP, init_linear_weights
+from model.settings import NetworkConfig
+
+
+class WukongConfig(NetworkConfig):
+    """Wukong: interaction layers of FMB + LCB blocks."""
+
+    num_layers: int = Field(3, ge=1)
+    head_hidden: int = Field(128, ge=1)
+    block_hidden: int = Field(128, ge=1)
+    layer_norm_eps: float = Field(1e-5, gt=0)
+    num_emb_lcb: int = Field(8, ge=1)
+    num_emb_fmb: int = Field(8, ge=1)
+    rank_fmb: int = Field(8, ge=1)
 
 
 class FactorizationMachineBlock(nn.Module):
     """FMB: Z = X (X^T Y) (B,n,rank) -- the low-rank form of X X^T -- then LN -> MLP -> (B, n_fmb, d)."""
 
-    def __init__(self, num_in: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, cfg: WukongConfig) -> None:
         super().__init__()
         self.num_tokens, self.dim = cfg.num_emb_fmb, cfg.embedding_dim
         self.projection = nn.Parameter(torch.empty(num_in, cfg.rank_fmb))
@@ -44,7 +57,7 @@ class LinearCompressionBlock(nn.Module):
 class WukongLayer(nn.Module):
     """X_next = LayerNorm(concat(FMB(X), LCB(X)) + residual(X)); residual is LCB-like if n changes."""
 
-    def __init__(self, num_in: int, cfg: ModelConfig) -> None:
+    def __init__(self, num_in: int, cfg: WukongConfig) -> None:
         super().__init__()
         self.fmb = FactorizationMachineBlock(num_in, cfg)
         self.lcb = LinearCompressionBlock(num_in, cfg.num_emb_lcb)
@@ -59,7 +72,7 @@ class WukongLayer(nn.Module):
 
 
 class Wukong(CTRModel):
-    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: ModelConfig) -> None:
+    def __init__(self, cat_cardinalities: Sequence[int], num_numeric: int, config: WukongConfig) -> None:
         super().__init__(cat_cardinalities, num_numeric, config)
         num_in = self.num_fields
         layers = []

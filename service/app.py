@@ -19,14 +19,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.batcher import MicroBatcher
+from service.batcher import MicroBatcher, Overloaded
 from service.encoding import EncodingError
 from service.feature_store import build_feature_store
 from service.impressions import ImpressionLogger
 from service.logs import configure_logging
 from service.method_not_allowed import install_method_not_allowed
 from service.metrics import ServiceMetrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import OrtOptions, load_model, resolve_version
 from service.provider_guard import check_provider
 from service.reloader import Reloader
@@ -110,6 +110,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.request_log.close()
 
 
+def _saturated(state: ServiceState) -> Overloaded | None:
+    return state.batcher.saturated() if state.batcher is not None else None
+
+
 def _error_response(exc: EncodingError) -> JSONResponse:
     errors = [{"record": e.record, "field": e.field, "message": e.message} for e in exc.errors]
     return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionMiddleware, saturated=lambda: _saturated(app.state.dlf))  # before the body
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
     # outermost: request id, trace context and access log on every response (413/503 included)

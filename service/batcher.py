@@ -234,6 +234,20 @@ class MicroBatcher:
         queued = self._pending_rows + rows
         return self.cost.seconds(queued / self.workers) if queued else 0.0
 
+    def saturated(self) -> Overloaded | None:
+        """``Overloaded`` when ANY request would be refused now (checked before reading its body)."""
+        if not self._pending_rows:
+            return None
+        full = self.max_queued_rows and self._pending_rows >= self.max_queued_rows
+        slow = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
+        if not (full or slow):
+            return None
+        self.rejected += 1
+        if self.metrics is not None:
+            self.metrics.rejected_requests.inc()
+        wait_ms = self.estimated_wait_s() * 1000.0
+        return Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
+
     def admit(self, rows: int) -> None:
         """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
 

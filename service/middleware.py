@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -110,3 +111,37 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class AdmissionMiddleware:
+    """503 + Retry-After for ``path`` before its body is read, while the inference queue is saturated.
+
+    The route checks admission again with the exact row count; this gate only
+    spares the event loop from parsing bodies it would refuse anyway, which is
+    what keeps refusals fast when the service is overloaded.
+    """
+
+    def __init__(self, app: ASGIApp, saturated: Callable[[], Any], path: str = "/predict") -> None:
+        self.app = app
+        self.saturated = saturated
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") == self.path:
+            refusal = self.saturated()
+            if refusal is not None:
+                body = json.dumps({"detail": str(refusal), "errors": []}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(refusal.retry_after_s).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         description="Rows allowed to wait for a worker; beyond -> 503 + Retry-After (0 = no row bound).",
     )
     max_queue_ms: float = Field(
-        250.0,
+        1000.0,
         ge=0,
         description="Estimated queue wait (measured batch cost of the queued rows) beyond which -> 503 (0 = off).",
     )

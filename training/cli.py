@@ -46,9 +46,12 @@ def train(
     schema: Annotated[Path | None, typer.Option(help="YAML/JSON schema file (csv/parquet)")] = None,
     valid_path: Annotated[Path | None, typer.Option(help="separate validation file")] = None,
     test_path: Annotated[Path | None, typer.Option(help="separate test file")] = None,
-    split: Annotated[float, typer.Option(help="valid fraction when no --valid-path")] = 0.1,
+    recipe: Annotated[
+        str | None, typer.Option(help="recipe YAML file or name in training/recipes (default: per format)")
+    ] = None,
+    split: Annotated[float | None, typer.Option(help="valid fraction when no --valid-path")] = None,
     test_split: Annotated[float, typer.Option(help="test fraction when no --valid-path")] = 0.0,
-    split_seed: Annotated[int, typer.Option(help="default_rng seed of the split permutation")] = 2024,
+    split_seed: Annotated[int | None, typer.Option(help="default_rng seed of the split permutation")] = None,
     min_count: Annotated[int | None, typer.Option(help="vocabulary min count (default: schema / 1)")] = None,
     model: Annotated[str | None, typer.Option(help="dlf|lr|fm|deepfm|dcnv2|wukong")] = None,
     preset: Annotated[str | None, typer.Option(help="model preset: small|paper")] = None,
@@ -63,6 +66,10 @@ def train(
     eval_every: Annotated[float | None, typer.Option(help="validate every this fraction of an epoch")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     ensemble: Annotated[int | None, typer.Option(help="members (seeds seed, seed+1, ...) to average")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32|int8|fp16 export, kept only if valid AUC drops <= 0.0005")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     calibrate: Annotated[
         bool | None, typer.Option("--calibrate/--no-calibrate", help="fit a temperature on valid")
     ] = None,
@@ -83,8 +90,9 @@ def train(
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Train a model and write a bundle; prints the bundle path and metrics as JSON."""
-    from training.config import default_config
+    from training.config import apply_overrides
     from training.pipeline import train_bundle_outcome
+    from training.recipes import default_recipe, load_recipe
 
     _setup_logging()
     overrides = {
@@ -102,22 +110,26 @@ def train(
         "seed": seed,
         "ensemble": ensemble,
         "calibrate": calibrate,
+        "precision": precision,
+        "threads": threads,
     }
     if set_:
         overrides["model_overrides"] = _parse_sets(set_)
     try:
-        cfg = default_config(fmt.value, **overrides)
+        rec = load_recipe(recipe) if recipe is not None else default_recipe(fmt.value)
+        cfg = apply_overrides(rec.train if rec is not None else None, **overrides)
         out = train_bundle_outcome(
             data,
             fmt=fmt.value,
             schema=schema,
             valid_path=valid_path,
             test_path=test_path,
-            valid_fraction=split,
+            valid_fraction=split if split is not None else (rec.valid_fraction if rec else 0.1),
             test_fraction=test_split,
-            split_seed=split_seed,
+            split_seed=split_seed if split_seed is not None else (rec.split_seed if rec else 2024),
             min_count=min_count,
             config=cfg,
+            recipe=rec,
             registry=registry,
             set_current=set_current,
             work_dir=work_dir,
@@ -132,7 +144,10 @@ def train(
         m = out.metrics
         summary = {
             "bundle": str(out.bundle_dir),
+            "recipe": m["recipe"],
+            "structure": m["structure"],
             "valid": m["valid"],
+            "teacher_valid": (m.get("teacher") or {}).get("valid"),
             "test": m["test"],
             "epochs": m["epochs"],
         }

@@ -1,117 +1,153 @@
-"""Training hyper-parameters (one dataclass) and the defaults tuned on the Frappe valid split."""
+"""Training settings (pydantic): how one network is fitted, and the recipe's structure around it.
+
+A run is fully described by one ``TrainConfig``: the network and optimiser settings, plus the
+structure of what gets exported (``ensemble`` members, ``distill`` into one student,
+``calibrate``, ``export`` precision). ``metrics.json`` stores it under ``config`` and ``retrain``
+rebuilds the same structure from there. Experiment recipes are versioned YAML files
+(``training/recipes/*.yaml``, see ``training.recipes``) that hold a ``TrainConfig``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from model import ModelConfig, preset
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model import NetworkConfig, network_config
 
 
-@dataclass
-class TrainConfig:
+class DistillConfig(BaseModel):
+    """Knowledge distillation: the ``ensemble`` members are the teacher, one student is exported.
+
+    Student loss: ``alpha * BCE(s, y) + (1 - alpha) * T^2 * BCE(s / T, sigmoid(t / T))``. With
+    ``cross_fit`` member k never sees fold k of the train rows, so the teacher logits on every
+    train row are out-of-fold (in-sample teacher probabilities mostly repeat the labels).
+    ``student`` overrides the fit settings for the student (e.g. a wider ``model_overrides``).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0)
+    cross_fit: bool = True
+    student: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportConfig(BaseModel):
+    """Precision of the served ``model.onnx``; int8/fp16 are kept only if valid AUC drops <= max_auc_drop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    precision: Literal["fp32", "int8", "fp16"] = "fp32"
+    max_auc_drop: float = Field(0.0005, ge=0.0)
+
+
+class TrainConfig(BaseModel):
     """Everything that decides a training run besides the data.
 
-    ``model_overrides`` are applied to the preset with ``dataclasses.replace`` (e.g.
-    ``{"use_rli": False}``); ``dropout`` is a shortcut for the model's dropout.
+    ``model_overrides`` are applied to the preset (e.g. ``{"use_rli": False}``); ``dropout`` is a
+    shortcut for the model's dropout. Derive variants with ``cfg.replace(seed=...)``.
     """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
 
     model: str = "dlf"
     preset: str = "small"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    model_overrides: dict[str, Any] = Field(default_factory=dict)
     dropout: float | None = None
-    lr: float = 1e-3
-    batch_size: int = 1024
-    epochs: int = 20
-    patience: int = 2
-    embedding_l2: float = 0.0  # (l2 / 2) * ||E||^2 over embedding tables, added to the loss each step
-    weight_decay: float = 0.0  # Adam weight decay on every non-embedding parameter
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(20, ge=1)
+    patience: int = Field(2, ge=0)
+    embedding_l2: float = Field(0.0, ge=0)  # (l2 / 2) * ||E||^2 over embedding tables, added each step
+    weight_decay: float = Field(0.0, ge=0)  # Adam weight decay on every non-embedding parameter
     monitor: Literal["auc", "logloss"] = "auc"  # early stopping / best checkpoint criterion on valid
-    eval_every: float = 1.0  # validate every this many epochs (e.g. 0.5 = twice per epoch)
-    plateau_factor: float = 1.0  # lr *= factor after an evaluation without improvement (1 = off)
+    eval_every: float = Field(1.0, gt=0, le=1)  # validate every this many epochs (0.5 = twice per epoch)
+    plateau_factor: float = Field(1.0, gt=0, le=1)  # lr *= factor after an evaluation without improvement
     plateau_restore: bool = False  # also go back to the best weights before continuing
     seed: int = 2024
-    eval_batch_size: int = 8192
+    eval_batch_size: int = Field(8192, ge=1)
     grad_clip: float | None = None
     amp: bool | None = None  # None = automatic (on with CUDA)
-    ensemble: int = 1  # train this many members (seeds seed, seed+1, ...) and average their logits
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # evaluate/keep an EMA of the weights
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    # structure of the exported model
+    ensemble: int = Field(1, ge=1)  # members (seeds seed, seed+1, ...); logits averaged unless distilled
     calibrate: bool = False  # fit one temperature on the valid logits after training (AUC unchanged)
-    distill_alpha: float = 0.5  # weight of the hard-label loss when a teacher is given (1 - alpha: soft)
-    distill_temperature: float = 1.0  # teacher and student logits divided by this in the soft loss
-    ema_decay: float | None = None  # keep an exponential moving average of the weights; evaluate/export it
+    distill: DistillConfig | None = None  # train one student on the members' logits; export the student
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
-    def __post_init__(self) -> None:
-        checks = {
-            "lr": self.lr > 0,
-            "batch_size": self.batch_size >= 1,
-            "epochs": self.epochs >= 1,
-            "patience": self.patience >= 0,
-            "embedding_l2": self.embedding_l2 >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "eval_every": 0 < self.eval_every <= 1,
-            "monitor": self.monitor in ("auc", "logloss"),
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "plateau_factor": 0 < self.plateau_factor <= 1,
-            "ensemble": self.ensemble >= 1,
-            "distill_alpha": 0 <= self.distill_alpha <= 1,
-            "distill_temperature": self.distill_temperature > 0,
-            "ema_decay": self.ema_decay is None or 0 < self.ema_decay < 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"invalid TrainConfig value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
-            )
+    @model_validator(mode="after")
+    def _distill_needs_teacher(self) -> TrainConfig:
+        if self.distill is not None and self.ensemble < 1:
+            raise ValueError("distill needs ensemble >= 1 teacher members")
+        if self.distill is not None and self.distill.cross_fit and self.ensemble < 2:
+            raise ValueError("distill.cross_fit needs ensemble >= 2 (one fold per member)")
+        return self
 
-    def model_config(self) -> ModelConfig:
-        """Preset + overrides (+ dropout), validated by ModelConfig itself."""
-        cfg = preset(self.preset)
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return TrainConfig.model_validate({**self.model_dump(), **changes})
+
+    def network_config(self) -> NetworkConfig:
+        """The model's own pydantic config: its preset fields + overrides (+ dropout), validated."""
         overrides = dict(self.model_overrides)
         if self.dropout is not None:
             overrides["dropout"] = self.dropout
-        known = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
-        if "dnn_hidden" in overrides:
-            overrides["dnn_hidden"] = tuple(overrides["dnn_hidden"])
-        return dataclasses.replace(cfg, **overrides)
+        return network_config(self.model, self.preset, overrides)
+
+    def student_config(self) -> TrainConfig:
+        """The single network a distilled recipe exports: fit settings + ``distill.student`` overrides."""
+        if self.distill is None:
+            raise ValueError("student_config() needs a distill section")
+        changes = dict(self.distill.student)
+        if "model_overrides" in changes:
+            changes["model_overrides"] = {**self.model_overrides, **changes["model_overrides"]}
+        return self.replace(ensemble=1, distill=None, calibrate=False, **changes)
+
+    def structure(self) -> dict[str, Any]:
+        """What the exported graph is made of: compared by retrain tests and recorded per bundle."""
+        return {
+            "members": self.ensemble if self.distill is None else 1,
+            "teacher_members": self.ensemble if self.distill is not None else None,
+            "distilled": self.distill is not None,
+            "calibrated": self.calibrate,
+            "precision": self.export.precision,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model_config"] = self.model_config().to_dict()
+        """JSON-ready settings plus the resolved network config (``model_config``, read-only)."""
+        d = self.model_dump(mode="json")
+        d["model_config"] = self.network_config().to_dict()
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict`` (the derived ``model_config`` key is ignored)."""
+        return cls.model_validate({k: v for k, v in data.items() if k != "model_config"})
 
-# Chosen on the Frappe valid split (README protocol) with bench/tune_frappe.py and
-# bench/frappe_ensemble.py; every setting tried is listed in docs/quality.md. Regularisation matters
-# on 51,949 train rows (embedding L2 + dropout 0.3). L2 0.05 at width 32 has the best single-net AUC
-# (0.9565); the logit average of 4 seeds lifts valid AUC to 0.9612 and a temperature fitted on valid
-# (T ~ 1.69) brings logloss from 0.236 to 0.194. K = 4 was fixed before the members were scored.
-FRAPPE_DEFAULTS: dict[str, Any] = {
-    "model": "dlf",
-    "preset": "small",
-    "model_overrides": {"embedding_dim": 32},
-    "lr": 1e-3,
-    "batch_size": 1024,
-    "embedding_l2": 0.05,
-    "dropout": 0.3,
-    "epochs": 20,
-    "patience": 2,
-    "eval_every": 0.5,
-    "calibrate": True,
-    "ensemble": 4,
-}
+
+def apply_overrides(base: TrainConfig | None, **overrides: Any) -> TrainConfig:
+    """``base`` (default: TrainConfig()) with the non-None ``overrides``.
+
+    A different preset drops the base's ``model_overrides`` (a tuned width belongs to the tuned
+    preset); ``model_overrides`` given here merge into the base's.
+    """
+    values: dict[str, Any] = base.model_dump() if base is not None else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("preset", values.get("preset")) != values.get("preset"):
+        values.pop("model_overrides", None)
+    if "model_overrides" in given:
+        given["model_overrides"] = {**values.get("model_overrides", {}), **given["model_overrides"]}
+    if "precision" in given:
+        given["export"] = {**values.get("export", {}), "precision": given.pop("precision")}
+    values.update(given)
+    return TrainConfig.model_validate(values)
 
 
 def default_config(fmt: str | None, **overrides: Any) -> TrainConfig:
-    """TrainConfig with the tuned defaults for ``fmt`` (Frappe) under explicit ``overrides``."""
-    base: dict[str, Any] = dict(FRAPPE_DEFAULTS) if fmt == "frappe" else {}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if given.get("preset", base.get("preset")) != base.get("preset"):
-        base.pop("model_overrides", None)  # tuned width belongs to the tuned preset only
-    if "model_overrides" in given:  # --set merges into the tuned model settings
-        given["model_overrides"] = {**base.get("model_overrides", {}), **given["model_overrides"]}
-    base.update(given)
-    return TrainConfig(**base)
+    """The format's default recipe (Frappe: ``training/recipes/frappe.yaml``) under explicit ``overrides``."""
+    from training.recipes import default_recipe
+
+    recipe = default_recipe(fmt)
+    return apply_overrides(recipe.train if recipe is not None else None, **overrides)

@@ -1,41 +1,63 @@
-"""Data -> bundle in one call: ``train_bundle`` (used by the CLI, the service tests and the demo run).
+"""The one training path: prepared data + TrainConfig -> fitted structure -> metrics -> bundle.
 
-Also the checkpoint round trip (``save_checkpoint`` / ``export_checkpoint``) so a trained
-model can be re-exported into a fresh bundle without retraining.
+``train``, ``retrain``, ``export`` and bench-quality all go through ``train_on`` (fit the
+recipe's structure: one net, a seed ensemble, or a cross-fitted teacher ensemble distilled into
+one student; then the temperature) and ``build_bundle`` (export, precision variant, checkpoint,
+one ``metrics.json`` layout).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from scipy.special import expit
 from torch import nn
 
-from model import ModelConfig, build_model, describe
+from model import build_model, describe
 from model.ensemble import LogitAverage, TemperatureScaled
-from service.contract import FieldSchema
+from training.bundle.checkpoint import CHECKPOINT_FILE, export_checkpoint, load_checkpoint, save_checkpoint
 from training.bundle.export import export_onnx
+from training.bundle.precision import export_precision
 from training.bundle.writer import git_commit, write_bundle
-from training.config import TrainConfig, default_config
+from training.config import DistillConfig, TrainConfig, default_config
 from training.data.dataset import PreparedData, prepare_data
 from training.data.spec import resolve_spec
 from training.data.vocab import FeatureSpace
 from training.fitting.calibration import fit_temperature, predict_logits
 from training.fitting.device import dist_info_from_env, init_distributed, seed_everything, select_device
+from training.fitting.distill import fold_ids, subset
 from training.fitting.metrics import auc_logloss
 from training.fitting.reliability import reliability_table
 from training.fitting.trainer import FitResult, evaluate, fit
+from training.recipes import Recipe, adhoc_recipe
 
 log = logging.getLogger("training")
+
+# warm-start hook: (fresh net, member index or None for a student) -> facts recorded in metrics.json
+InitFn = Callable[[nn.Module, int | None], dict[str, Any]]
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "TrainOutcome",
+    "build_bundle",
+    "build_net",
+    "export_checkpoint",
+    "load_checkpoint",
+    "member_configs",
+    "save_checkpoint",
+    "train_bundle",
+    "train_bundle_outcome",
+    "train_on",
+    "wrap_members",
+]
 
 
 @dataclass
@@ -52,15 +74,14 @@ def build_net(cfg: TrainConfig, space: FeatureSpace) -> nn.Module:
         cfg.model,
         cat_cardinalities=space.cardinalities,
         num_numeric=len(space.numeric),
-        config=cfg.model_config(),
+        config=cfg.network_config(),
     )
 
 
 def member_configs(cfg: TrainConfig) -> list[TrainConfig]:
-    """One config per ensemble member: seeds seed, seed+1, ... (a single net keeps ``cfg`` as is)."""
-    if cfg.ensemble == 1:
-        return [cfg]
-    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(cfg.ensemble)]
+    """One config per ensemble member: seeds seed, seed+1, ... (a single net keeps the fit settings)."""
+    single = cfg.replace(ensemble=1, distill=None, calibrate=False)
+    return [single.replace(seed=cfg.seed + i) for i in range(cfg.ensemble)]
 
 
 def wrap_members(members: list[nn.Module], temperature: float | None) -> nn.Module:
@@ -70,76 +91,180 @@ def wrap_members(members: list[nn.Module], temperature: float | None) -> nn.Modu
 
 
 def _combine(fits: list[FitResult], net: nn.Module, best: dict[str, float], n_train: int) -> FitResult:
-    """One FitResult for the ensemble: histories tagged with their member, costs summed."""
-    if len(fits) == 1:
-        return dataclasses.replace(fits[0], net=net, best=best)
+    """One FitResult for everything trained: histories tagged with their network, costs summed."""
     seconds = sum(f.seconds_per_epoch * f.epochs_run for f in fits)
     epochs = sum(f.epochs_run for f in fits)
     return FitResult(
         net=net,
-        history=[{**h, "member": i} for i, f in enumerate(fits) for h in f.history],
+        history=[{**h, "member": i} for i, f in enumerate(fits) for h in f.history]
+        if len(fits) > 1
+        else fits[0].history,
         best=best,
         epochs_run=epochs,
         seconds_per_epoch=seconds / max(epochs, 1e-9),
         samples_per_second=epochs * n_train / max(seconds, 1e-9),
         device=fits[0].device,
         stopped_early=all(f.stopped_early for f in fits),
-        extra={**fits[0].extra, "members": len(fits)},
+        extra={**fits[-1].extra, "networks_trained": len(fits)},
     )
 
 
-def train_on(
-    data: PreparedData, cfg: TrainConfig, *, force_cpu: bool = False, progress: bool = False
-) -> tuple[FitResult, dict[str, Any]]:
-    """Train on prepared splits; returns the fit and a metrics dict (valid/test AUC + logloss, speed, cost).
+def _fit_one(
+    cfg: TrainConfig,
+    data: PreparedData,
+    train_split: Any,
+    choice: Any,
+    dist: Any,
+    *,
+    index: int | None,
+    init: InitFn | None,
+    teacher: np.ndarray | None = None,
+    distill: DistillConfig | None = None,
+    progress: bool = False,
+) -> tuple[FitResult, dict[str, Any] | None]:
+    net = build_net(cfg, data.space)
+    warm = init(net, index) if init is not None else None
+    result = fit(
+        net,
+        train_split,
+        data.valid,
+        cfg,
+        choice,
+        dist,
+        teacher_logits=teacher,
+        distill=distill,
+        progress=progress,
+    )
+    return result, warm
 
-    With ``cfg.ensemble`` K > 1, K members are trained one after another and their logits averaged;
-    with ``cfg.calibrate`` a temperature is fitted on the valid logits of the final (averaged) model.
-    ``metrics["valid"]`` is what the exported model scores; ``valid_uncalibrated`` is before T.
+
+def _member_row(cfg: TrainConfig, f: FitResult) -> dict[str, Any]:
+    return {
+        "seed": cfg.seed,
+        "best_epoch": f.best["epoch"],
+        "auc": f.best["auc"],
+        "logloss": f.best["logloss"],
+    }
+
+
+def train_on(
+    data: PreparedData,
+    cfg: TrainConfig,
+    *,
+    force_cpu: bool = False,
+    progress: bool = False,
+    init: InitFn | None = None,
+    recipe: Recipe | None = None,
+) -> tuple[FitResult, dict[str, Any]]:
+    """Fit ``cfg``'s structure on prepared splits; returns the combined fit and the metrics dict.
+
+    * ``ensemble`` K > 1 without ``distill``: K members (seeds seed..seed+K-1), logits averaged;
+    * with ``distill``: the K members are the teacher (cross-fitted: member k skips fold k), then one
+      student is trained on ``alpha`` * labels + (1 - alpha) * the teacher's (out-of-fold) logits;
+    * ``calibrate``: one temperature fitted on the valid logits of the exported net.
+
+    ``metrics["valid"]`` is what the exported model scores; ``valid_uncalibrated`` is before T;
+    ``teacher`` holds the teacher ensemble's valid scores when distilled. ``init`` warm-starts the
+    exported networks (members, or the student).
     """
     dist = dist_info_from_env()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     choice = select_device(
         force_cpu=force_cpu, amp=cfg.amp, local_rank=dist.local_rank if dist.enabled else None
     )
     init_distributed(dist, choice)
-    t0 = time.perf_counter()
-    fits = []
-    for i, mcfg in enumerate(member_configs(cfg)):
-        if cfg.ensemble > 1:
-            log.info("ensemble member %d/%d (seed %d)", i + 1, cfg.ensemble, mcfg.seed)
-        fits.append(
-            fit(build_net(mcfg, data.space), data.train, data.valid, mcfg, choice, dist, progress=progress)
-        )
-    wall = time.perf_counter() - t0
     cpu = select_device(cuda_available=False)
-    raw = wrap_members([f.net for f in fits], None)
     y = data.valid.labels()
+    t0 = time.perf_counter()
+    members = member_configs(cfg)
+    distill = cfg.distill
+    folds = fold_ids(len(data.train), len(members)) if distill is not None and distill.cross_fit else None
+    teacher_logits = np.zeros(len(data.train)) if distill is not None else None
+    fits: list[FitResult] = []
+    warm: list[dict[str, Any]] = []
+    for i, mcfg in enumerate(members):
+        if len(members) > 1:
+            log.info("%s %d/%d (seed %d)", "teacher" if distill else "member", i + 1, len(members), mcfg.seed)
+        train_split = data.train if folds is None else subset(data.train, np.flatnonzero(folds != i))
+        f, w = _fit_one(
+            mcfg, data, train_split, choice, dist, index=i, init=None if distill else init, progress=progress
+        )
+        fits.append(f)
+        if w is not None:
+            warm.append(w)
+        if teacher_logits is not None:
+            if folds is None:  # in-sample teacher: average of the members on every train row
+                teacher_logits += predict_logits(f.net, data.train, cpu, cfg.eval_batch_size) / len(members)
+            else:
+                held = np.flatnonzero(folds == i)
+                teacher_logits[held] = predict_logits(
+                    f.net, subset(data.train, held), cpu, cfg.eval_batch_size
+                )
+    member_rows = [_member_row(m, f) for m, f in zip(members, fits, strict=True)]
+    teacher_metrics: dict[str, Any] | None = None
+    teacher_net: nn.Module | None = None
+    if distill is not None:
+        teacher_net = wrap_members([f.net for f in fits], None)
+        teacher_valid = auc_logloss(
+            y, expit(predict_logits(teacher_net, data.valid, cpu, cfg.eval_batch_size))
+        )
+        teacher_metrics = {
+            "members": member_rows,
+            "valid": teacher_valid,
+            "cross_fit": distill.cross_fit,
+            "train_auc_of_targets": auc_logloss(data.train.labels(), expit(teacher_logits))["auc"],
+        }
+        log.info("teacher valid AUC %.4f; training the student", teacher_valid["auc"])
+        scfg = cfg.student_config()
+        f, w = _fit_one(
+            scfg,
+            data,
+            data.train,
+            choice,
+            dist,
+            index=None,
+            init=init,
+            teacher=teacher_logits,
+            progress=progress,
+        )
+        fits.append(f)
+        if w is not None:
+            warm.append(w)
+        exported = [f.net]
+        exported_rows = [_member_row(scfg, f)]
+    else:
+        exported = [f.net for f in fits]
+        exported_rows = member_rows
+    wall = time.perf_counter() - t0
+    raw = wrap_members(exported, None)
     logits = predict_logits(raw, data.valid, cpu, cfg.eval_batch_size)
     raw_valid = auc_logloss(y, expit(logits))
     temperature = fit_temperature(logits, y) if cfg.calibrate else None
-    net = wrap_members([f.net for f in fits], temperature)
+    net = wrap_members(exported, temperature)
     valid_probs = expit(logits / temperature) if temperature is not None else expit(logits)
     valid = auc_logloss(y, valid_probs)
-    best_epoch = sum(f.best["epoch"] for f in fits) / len(fits)
+    best_epoch = sum(r["best_epoch"] for r in exported_rows) / len(exported_rows)
     result = _combine(fits, net, {"epoch": best_epoch, **valid}, len(data.train))
+    result.teacher = teacher_net
     desc = describe(net, len(data.space.categorical), len(data.space.numeric))
     test = evaluate(result.net, data.test, cpu, cfg.eval_batch_size) if data.test is not None else None
+    recipe = recipe or adhoc_recipe(cfg, data.info.get("format"))
+    recipe_ref = recipe.ref()
+    if recipe.train != cfg:  # the recipe's settings with command-line changes on top
+        given, ran = recipe.train.model_dump(), cfg.model_dump()
+        recipe_ref["overrides"] = {k: ran[k] for k in ran if ran[k] != given.get(k)}
     metrics = {
         "model": cfg.model,
         "preset": cfg.preset,
+        "recipe": recipe_ref,
+        "structure": cfg.structure(),
         "valid": valid,
         "valid_uncalibrated": raw_valid,
         "calibration": reliability_table(y, valid_probs),  # ECE + bins of the exported model on valid
         "temperature": temperature,
-        "members": [
-            {
-                "seed": m.seed,
-                "best_epoch": f.best["epoch"],
-                "auc": f.best["auc"],
-                "logloss": f.best["logloss"],
-            }
-            for m, f in zip(member_configs(cfg), fits, strict=True)
-        ],
+        "members": exported_rows,
+        "teacher": teacher_metrics,
         "test": test,
         "best_epoch": best_epoch,
         "epochs": result.epochs_run,
@@ -152,6 +277,7 @@ def train_on(
         "params": desc.params,
         "macs_per_sample": desc.macs_per_sample,
         "config": cfg.to_dict(),
+        "warm_start": warm[0] if len(warm) == 1 else (warm or None),
         "data_fingerprint": data.fingerprint,
         "data": data.info,
         "git_commit": git_commit(),
@@ -159,6 +285,38 @@ def train_on(
         "torch": str(torch.__version__),
     }
     return result, metrics
+
+
+def build_bundle(
+    registry: str | Path,
+    data: PreparedData,
+    cfg: TrainConfig,
+    result: FitResult,
+    metrics: dict[str, Any],
+    *,
+    set_current: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Export (fp32, parity-checked), apply the recipe's precision gate, save checkpoint.pt, write the bundle."""
+    space = data.space
+
+    def write_onnx(path: Path) -> dict[str, Any]:
+        info = export_onnx(result.net, space.cardinalities, len(space.numeric), path)
+        info["precision"] = export_precision(path, cfg.export, data.valid, space)
+        metrics["valid_served"] = info["precision"]["valid_served"]
+        save_checkpoint(path.parent / CHECKPOINT_FILE, result.net, cfg, space, metrics)
+        return info
+
+    return write_bundle(
+        registry,
+        model_name=cfg.model,
+        space=space,
+        write_onnx=write_onnx,
+        metrics=metrics,
+        history=result.history,
+        extra={"preset": cfg.preset, "valid_auc": metrics["valid"]["auc"], **(extra or {})},
+        set_current=set_current,
+    )
 
 
 def train_bundle_outcome(
@@ -173,6 +331,7 @@ def train_bundle_outcome(
     split_seed: int = 2024,
     min_count: int | None = None,
     config: TrainConfig | None = None,
+    recipe: Recipe | None = None,
     registry: str | Path = "registry",
     set_current: bool = False,
     work_dir: str | Path | None = None,
@@ -182,7 +341,7 @@ def train_bundle_outcome(
 ) -> TrainOutcome:
     """``train_bundle`` returning metrics and the fit as well."""
     spec = resolve_spec(fmt, schema, min_count)
-    cfg = config or default_config(fmt)
+    cfg = config or (recipe.train if recipe is not None else default_config(fmt))
     data = prepare_data(
         data_path,
         spec,
@@ -194,21 +353,12 @@ def train_bundle_outcome(
         work_dir=work_dir,
         progress=progress,
     )
-    result, metrics = train_on(data, cfg, force_cpu=force_cpu, progress=progress)
+    result, metrics = train_on(data, cfg, force_cpu=force_cpu, progress=progress, recipe=recipe)
     if not dist_info_from_env().is_main:
         return TrainOutcome(None, metrics, result)
+    bundle = build_bundle(registry, data, cfg, result, metrics, set_current=set_current)
     if checkpoint is not None:
         save_checkpoint(checkpoint, result.net, cfg, data.space, {**metrics, "history": result.history})
-    bundle = write_bundle(
-        registry,
-        model_name=cfg.model,
-        space=data.space,
-        write_onnx=lambda p: export_onnx(result.net, data.space.cardinalities, len(data.space.numeric), p),
-        metrics=metrics,
-        history=result.history,
-        extra={"preset": cfg.preset, "valid_auc": metrics["valid"]["auc"]},
-        set_current=set_current,
-    )
     log.info("bundle written: %s (valid AUC %.4f)", bundle, metrics["valid"]["auc"])
     return TrainOutcome(bundle, metrics, result)
 
@@ -218,78 +368,11 @@ def train_bundle(data_path: str | Path, **kwargs: Any) -> Path:
 
     Keyword arguments: fmt ("frappe" | "criteo" | "avazu" | "csv" | "parquet"), schema (schema file
     for csv/parquet), valid_path / test_path or valid_fraction / test_fraction / split_seed,
-    min_count, config (TrainConfig; default: tuned defaults for the format), registry,
-    set_current (write <registry>/CURRENT), work_dir (memmap encoded data there), checkpoint
-    (also save a torch checkpoint), force_cpu, progress.
+    min_count, config (TrainConfig) or recipe (Recipe; default: the format's default recipe),
+    registry, set_current (write <registry>/CURRENT), work_dir (memmap encoded data there),
+    checkpoint (also save a torch checkpoint there), force_cpu, progress.
     """
     out = train_bundle_outcome(data_path, **kwargs)
     if out.bundle_dir is None:
         raise RuntimeError("train_bundle ran on a non-zero torchrun rank: only rank 0 writes the bundle")
     return out.bundle_dir
-
-
-# --- checkpoints ------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: str | Path, net: nn.Module, cfg: TrainConfig, space: FeatureSpace, metrics: dict[str, Any]
-) -> None:
-    """Everything needed to rebuild and re-export the model; loadable with weights_only=True."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "train_config": cfg.to_dict(),
-        "fields": [asdict(f) for f in space.fields],
-        "vocabs": space.vocabs,
-        "label": space.label,
-        # JSON round trip: plain types only, as weights_only loading requires
-        "metrics": json.loads(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str)),
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, FeatureSpace, dict[str, Any]]:
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    tc = dict(payload["train_config"])
-    model_cfg = ModelConfig.from_dict(tc.pop("model_config"))
-    cfg = TrainConfig(**tc)
-    space = FeatureSpace(
-        fields=[FieldSchema(**f) for f in payload["fields"]], vocabs=payload["vocabs"], label=payload["label"]
-    )
-    # the structure comes from the saved weights (retrain saves single nets under an ensemble config)
-    state = payload["state_dict"]
-    prefix = "net." if "temperature" in state else ""
-    ids = {k[len(prefix) :].split(".")[1] for k in state if k.startswith(f"{prefix}members.")}
-    members = [
-        build_model(
-            cfg.model, cat_cardinalities=space.cardinalities, num_numeric=len(space.numeric), config=model_cfg
-        )
-        for _ in range(max(len(ids), 1))
-    ]
-    temperature = state.get("temperature")
-    net = wrap_members(members, float(temperature) if temperature is not None else None)
-    net.load_state_dict(payload["state_dict"])
-    return net.eval(), cfg, space, payload["metrics"]
-
-
-def export_checkpoint(checkpoint: str | Path, registry: str | Path, *, set_current: bool = False) -> Path:
-    """Re-export a saved checkpoint as a new bundle version (metrics carried over from training)."""
-    net, cfg, space, metrics = load_checkpoint(checkpoint)
-    metrics = {**metrics, "config": cfg.to_dict(), "re_exported_from": str(checkpoint)}
-    history = metrics.pop("history", None) or []
-    return write_bundle(
-        registry,
-        model_name=cfg.model,
-        space=space,
-        write_onnx=lambda p: export_onnx(net, space.cardinalities, len(space.numeric), p),
-        metrics=metrics,
-        history=history,
-        extra={"preset": cfg.preset, "valid_auc": metrics.get("valid", {}).get("auc")},
-        set_current=set_current,
-    )

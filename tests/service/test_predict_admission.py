@@ -64,13 +64,18 @@ async def test_full_queue_answers_503_with_retry_after_and_counts_it(
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1
         assert "queued" in r.json()["detail"]
+        # refused before its body is read: not even parsed (this one is not JSON at all)
+        unread = await client.post(
+            "/predict", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert unread.status_code == 503 and unread.headers["retry-after"]
         gated.gate.set()
         assert (await held).status_code == 200 and (await queued).status_code == 200
     finally:
         gated.gate.set()
     text = (await client.get("/metrics")).text
-    assert "dlf_rejected_requests_total 1.0" in text
-    assert 'dlf_requests_total{endpoint="/predict",status="503"} 1.0' in text
+    assert "dlf_rejected_requests_total 2.0" in text
+    assert 'dlf_requests_total{endpoint="/predict",status="503"} 2.0' in text
     spec = (await client.get("/openapi.json")).json()["paths"]["/predict"]["post"]["responses"]
     assert {"200", "413", "422", "499", "503"} <= set(spec)
 

@@ -40,7 +40,7 @@ def main(out_dir: Path) -> None:
     train, valid = Split(data, np.arange(0, 384)), Split(data, np.arange(384, 512))
     cfg = TrainConfig(model="dlf", model_overrides=TINY, epochs=3, batch_size=32, patience=5, seed=7)
     torch.manual_seed(cfg.seed)
-    net = build_model("dlf", cat_cardinalities=[20, 20], num_numeric=1, config=cfg.model_config())
+    net = build_model("dlf", cat_cardinalities=[20, 20], num_numeric=1, config=cfg.network_config())
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
     result = fit(net, train, valid, cfg, choice, dist)
     torch.save(

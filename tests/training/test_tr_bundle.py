@@ -45,6 +45,7 @@ def test_bundle_layout_and_contents(
         "vocab",
         "metrics.json",
         "report.png",
+        "checkpoint.pt",  # every bundle carries its weights (warm start, re-export)
         "reliability.png",
     }
     schema = load_schema(bundle)

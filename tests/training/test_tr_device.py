@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.config import FRAPPE_DEFAULTS, TrainConfig, default_config
+from training.config import TrainConfig, default_config
 from training.fitting.device import DistInfo, dist_info_from_env, select_device
+from training.recipes import load_recipe
 
 
 def test_cuda_branch_uses_amp_bf16_when_supported() -> None:
@@ -44,22 +45,27 @@ def test_dist_info_from_env() -> None:
 
 
 def test_train_config_validation_and_model_config() -> None:
-    with pytest.raises(ValueError, match="lr=-1"):
+    with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=-1)
+    with pytest.raises(ValueError, match="no_such_field"):
+        TrainConfig(no_such_field=1)
     cfg = TrainConfig(model_overrides={"use_rli": False}, dropout=0.25)
-    mc = cfg.model_config()
+    mc = cfg.network_config()
     assert mc.use_rli is False and mc.dropout == 0.25
     with pytest.raises(ValueError, match="unknown model setting"):
-        TrainConfig(model_overrides={"no_such_knob": 1}).model_config()
+        TrainConfig(model_overrides={"no_such_knob": 1}).network_config()
     d = cfg.to_dict()
     assert d["model_config"]["use_rli"] is False
+    assert TrainConfig.from_dict(d) == cfg
 
 
 def test_frappe_defaults_apply_only_to_frappe() -> None:
+    recipe = load_recipe("frappe")
     frappe = default_config("frappe")
-    assert frappe.batch_size == FRAPPE_DEFAULTS["batch_size"] and frappe.lr == FRAPPE_DEFAULTS["lr"]
+    assert frappe == recipe.train and recipe.source and recipe.source.endswith("frappe.yaml")
     assert default_config("frappe", lr=0.5).lr == 0.5
     assert default_config("csv") == TrainConfig()
     merged = default_config("frappe", model_overrides={"use_gate": False})
-    assert merged.model_overrides == {**FRAPPE_DEFAULTS.get("model_overrides", {}), "use_gate": False}
+    assert merged.model_overrides == {**recipe.train.model_overrides, "use_gate": False}
     assert default_config("frappe", preset="paper").model_overrides == {}
+    assert default_config("frappe", precision="int8").export.precision == "int8"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 
 from training.config import TrainConfig
 from training.data.dataset import prepare_data, split_rows
@@ -91,3 +92,16 @@ def test_plateau_lowers_the_learning_rate(data, tiny_cfg: Callable[..., TrainCon
     misses = sum(1 for i in range(1, len(aucs)) if aucs[i] <= max(aucs[:i]))
     assert misses >= 1  # lr 0.2 on a linear model does not improve every half epoch
     assert result.extra["final_lr"] == pytest.approx(0.2 * 0.5**misses)
+
+
+def test_weight_ema_is_what_gets_scored_and_kept(data, tiny_cfg: Callable[..., TrainConfig]) -> None:  # type: ignore[no-untyped-def]
+    """With ema_decay the averaged weights are evaluated, early-stopped on and returned (not the raw ones)."""
+    cpu = select_device(cuda_available=False)
+    plain, _ = train_on(data, tiny_cfg(epochs=2, patience=2, lr=1e-2))
+    ema, metrics = train_on(data, tiny_cfg(epochs=2, patience=2, lr=1e-2, ema_decay=0.9))
+    assert metrics["config"]["ema_decay"] == 0.9
+    assert evaluate(ema.net, data.valid, cpu)["auc"] == pytest.approx(ema.best["auc"], abs=1e-6)
+    # same seed and data order: only the averaging differs, so the kept weights differ
+    w_plain = next(iter(plain.net.state_dict().values()))
+    w_ema = next(iter(ema.net.state_dict().values()))
+    assert not torch.equal(w_plain, w_ema)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from training.config import TrainConfig
+from training.config import DistillConfig, TrainConfig
 from training.data.dataset import Split
 from training.fitting.device import DeviceChoice, DistInfo
 from training.fitting.metrics import auc_logloss
@@ -43,6 +43,7 @@ class FitResult:
     device: str
     stopped_early: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    teacher: nn.Module | None = None  # the teacher ensemble of a distilled run (not exported)
 
 
 def _autocast(choice: DeviceChoice) -> Any:
@@ -111,6 +112,7 @@ def fit(
     dist: DistInfo | None = None,
     *,
     teacher_logits: np.ndarray | None = None,
+    distill: DistillConfig | None = None,
     progress: bool = False,
 ) -> FitResult:
     """Train ``net`` and return it with the best valid weights loaded (criterion ``cfg.monitor``).
@@ -124,12 +126,15 @@ def fit(
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"empty split: train has {len(train)} rows, valid has {len(valid)}")
     teacher = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    if teacher is not None and distill is None:
+        distill = DistillConfig()
     if teacher is not None and teacher.shape != (len(train),):
         raise ValueError(f"teacher_logits has shape {teacher.shape}, expected ({len(train)},)")
     net = net.to(choice.device)
+    # parameters only: the models' buffers are integer id offsets/cardinalities, never to be averaged
     ema = (
         torch.optim.swa_utils.AveragedModel(
-            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False
         )
         if cfg.ema_decay is not None
         else None
@@ -175,10 +180,10 @@ def fit(
                     logits = model(cat_t, num_t)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), y_t)
                 if teacher is not None:
-                    tau = cfg.distill_temperature
+                    tau = distill.temperature
                     t_t = torch.from_numpy(teacher[pos]).to(choice.device, non_blocking=True)
                     soft = F.binary_cross_entropy_with_logits(logits.float() / tau, torch.sigmoid(t_t / tau))
-                    loss = cfg.distill_alpha * loss + (1.0 - cfg.distill_alpha) * tau * tau * soft
+                    loss = distill.alpha * loss + (1.0 - distill.alpha) * tau * tau * soft
                 total = loss
                 if cfg.embedding_l2 > 0 and emb:
                     total = total + 0.5 * cfg.embedding_l2 * sum(p.float().pow(2).sum() for p in emb)

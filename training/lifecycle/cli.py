@@ -47,6 +47,9 @@ def retrain_cmd(
         str | None, typer.Option(envvar="DLF_RELOAD_CHANNEL", help="reload channel (default <prefix>reload)")
     ] = None,
     keep: Annotated[int, typer.Option(min=2, help="bundle versions kept in the registry")] = 10,
+    recipe: Annotated[
+        str | None, typer.Option(help="recipe file/name (default: the recipe CURRENT was trained with)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="dlf|lr|fm|deepfm|dcnv2|wukong (cold start)")] = None,
     preset: Annotated[str | None, typer.Option(help="small|paper (cold start)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
@@ -57,15 +60,15 @@ def retrain_cmd(
     cpu: Annotated[bool, typer.Option("--cpu", help="train on CPU even when a GPU is present")] = False,
 ) -> None:
     """Train a candidate on new data, gate it against CURRENT (same eval rows, onnxruntime), promote or refuse."""
-    from training.config import default_config
     from training.lifecycle.retrain import retrain
+    from training.recipes import load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stack = contextlib.ExitStack()
     try:
-        cfg = default_config(
-            fmt, model=model, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
-        )
+        overrides = {"model": model, "preset": preset, "epochs": epochs, "batch_size": batch_size}
+        overrides |= {"lr": lr, "seed": seed}
+        recipe_format = fmt  # the default recipe when CURRENT has none: the data's own format
         if collected is not None:  # shards (+ base data) -> one Parquet file, removed afterwards
             from training.lifecycle.collected import collected_dataset
 
@@ -88,9 +91,11 @@ def retrain_cmd(
             prefix=prefix,
             channel=channel,
             keep=keep,
-            config=cfg,
+            recipe=load_recipe(recipe) if recipe is not None else None,
+            overrides=overrides,
             valid_fraction=split,
             force_cpu=cpu,
+            recipe_format=recipe_format,
         )
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)

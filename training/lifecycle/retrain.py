@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +28,16 @@ import numpy as np
 import pyarrow as pa
 
 from service.contract import load_schema, resolve_current
+from training.bundle.checkpoint import load_checkpoint
 from training.bundle.evaluate import space_from_bundle
-from training.bundle.export import export_onnx
-from training.bundle.writer import git_commit, write_bundle
-from training.config import TrainConfig, default_config
+from training.config import TrainConfig, apply_overrides, default_config
 from training.data.dataset import PreparedData, Split, encode_file, prepare_data
 from training.data.readers import iter_batches
 from training.data.spec import DatasetSpec, resolve_spec
-from training.fitting.device import DistInfo, select_device
-from training.fitting.reliability import net_calibration
-from training.fitting.trainer import fit
 from training.lifecycle.promotion import Decision, compare_bundles, decide, now, promote, write_record
 from training.lifecycle.warm_start import checkpoint_path, merge_space, signature, transfer_weights
-from training.pipeline import build_net, load_checkpoint, save_checkpoint
+from training.pipeline import InitFn, build_bundle, train_on
+from training.recipes import Recipe, adhoc_recipe
 
 log = logging.getLogger("training")
 
@@ -79,6 +76,58 @@ def _split_batches(path: Path, spec: DatasetSpec, rows: np.ndarray, n: int) -> I
             yield batch.filter(pa.array(keep))
 
 
+def bundle_recipe(bundle_dir: Path | None) -> Recipe | None:
+    """The recipe a bundle was trained with (its metrics.json ``recipe`` + ``config``), if recorded."""
+    if bundle_dir is None or not (bundle_dir / "metrics.json").is_file():
+        return None
+    metrics = json.loads((bundle_dir / "metrics.json").read_text())
+    if not isinstance(metrics.get("config"), dict):
+        return None
+    try:
+        cfg = TrainConfig.from_dict(metrics["config"])
+    except ValueError as e:  # written by an older trainer with settings this one no longer has
+        log.warning("cannot rebuild the recipe of %s (%s); using the format default", bundle_dir.name, e)
+        return None
+    ref = metrics.get("recipe") or {}
+    return Recipe(
+        name=ref.get("name") or f"{bundle_dir.name}-config",
+        version=ref.get("version") or 1,
+        format=(metrics.get("data") or {}).get("format"),
+        train=cfg,
+        source=ref.get("source"),
+    )
+
+
+def resolve_config(
+    current: Recipe | None, fmt: str, recipe: Recipe | None, overrides: dict[str, Any] | None
+) -> tuple[TrainConfig, Recipe, str]:
+    """What the candidate trains with: an explicit recipe, else CURRENT's, else the format default.
+
+    ``overrides`` (non-None values) go on top. Returns (config, recipe it came from, why).
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if recipe is not None:
+        base, why = recipe, "recipe given"
+    elif current is not None:
+        base, why = current, "reproduces CURRENT's recipe"
+    else:
+        cfg0 = default_config(fmt)
+        base, why = adhoc_recipe(cfg0, fmt), "format default (no CURRENT)"
+    cfg = apply_overrides(base.train, **given) if given else base.train
+    return cfg, base, why + (f" with overrides {sorted(given)}" if given else "")
+
+
+def _warm_init(old_net: Any, old_space: Any, space: Any) -> InitFn:
+    """Warm-start hook: each exported network starts from the matching old one (members by index)."""
+    inner = getattr(old_net, "net", old_net)  # TemperatureScaled -> its net
+    olds = list(inner.members) if hasattr(inner, "members") else [inner]
+
+    def init(net: Any, index: int | None) -> dict[str, Any]:
+        return transfer_weights(olds[(index or 0) % len(olds)], old_space, net, space)
+
+    return init
+
+
 def retrain(
     data_path: str | Path,
     *,
@@ -93,91 +142,65 @@ def retrain(
     channel: str | None = None,
     keep: int = 10,
     config: TrainConfig | None = None,
+    recipe: Recipe | None = None,
+    overrides: dict[str, Any] | None = None,
     valid_fraction: float = 0.1,
     split_seed: int = 2024,
     min_count: int | None = None,
     force_cpu: bool = False,
     progress: bool = False,
+    recipe_format: str | None = None,
 ) -> RetrainOutcome:
-    """Train a candidate, compare it with CURRENT on one evaluation set, promote it only if it passes."""
+    """Train a candidate, compare it with CURRENT on one evaluation set, promote it only if it passes.
+
+    The candidate is trained with ``config`` / ``recipe`` when given, otherwise with the recipe that
+    built CURRENT (same members, distillation, calibration, precision), so the gate compares like with
+    like; ``overrides`` change single settings on top. promotion.json names both sides' recipes.
+    """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     data_path, registry = Path(data_path), Path(registry)
     started = now()
     current_version = resolve_current(registry)
     current_dir = registry / current_version if current_version else None
+    current_recipe = bundle_recipe(current_dir)
+    if config is not None:
+        recipe = adhoc_recipe(config, fmt) if recipe is None else recipe.model_copy(update={"train": config})
+    cfg, cand_recipe, why = resolve_config(current_recipe, recipe_format or fmt, recipe, overrides)
+    log.info("candidate config: %s", why)
     spec = resolve_spec(fmt, schema, min_count)
-    cfg = config or default_config(fmt)
     prepared = prepare_data(
         data_path, spec, valid_fraction=valid_fraction, split_seed=split_seed, progress=progress
     )
     warm: dict[str, Any] = {"requested": warm_start, "used": False}
-    old: tuple[Any, Any] | None = None
+    init: InitFn | None = None
     if warm_start and current_dir is None:
         warm["reason"] = "no current bundle"
     elif warm_start and current_dir is not None and not checkpoint_path(current_dir).exists():
-        warm["reason"] = (
-            f"{current_version} has no {checkpoint_path(current_dir).name} (not written by retrain)"
-        )
+        warm["reason"] = f"{current_version} has no {checkpoint_path(current_dir).name}"
     elif warm_start and current_dir is not None:
         old_net, old_cfg, _, _ = load_checkpoint(checkpoint_path(current_dir))
         old_space = space_from_bundle(current_dir)
         prepared = _reencode(prepared, data_path, spec, merge_space(old_space, prepared.space))
         # the architecture must be the old one for its weights to fit; optimisation settings stay ours
-        cfg = dataclasses.replace(
-            cfg,
-            model=old_cfg.model,
-            preset=old_cfg.preset,
-            model_overrides=old_cfg.model_overrides,
-            dropout=old_cfg.dropout,
-        )
-        old = (old_net, old_space)
-    if warm_start and old is None:
+        arch = {k: getattr(old_cfg, k) for k in ("model", "preset", "model_overrides", "dropout", "distill")}
+        cfg = cfg.replace(**arch)
+        init = _warm_init(old_net, old_space, prepared.space)
+        warm |= {"used": True, "from": current_version}
+    if warm_start and init is None:
         log.warning("warm start not possible (%s); training from scratch", warm["reason"])
 
-    choice = select_device(force_cpu=force_cpu, amp=cfg.amp)
-    net = build_net(cfg, prepared.space)
-    if old is not None:
-        warm |= {
-            "used": True,
-            "from": current_version,
-            **transfer_weights(old[0], old[1], net, prepared.space),
-        }
-    t0 = time.perf_counter()
-    result = fit(net, prepared.train, prepared.valid, cfg, choice, DistInfo(), progress=progress)
-    metrics = {
-        "model": cfg.model,
-        "preset": cfg.preset,
-        "valid": {k: result.best[k] for k in ("auc", "logloss")} | {"rows": len(prepared.valid)},
-        "calibration": net_calibration(result.net, prepared.valid, cfg.eval_batch_size),
-        "test": None,
-        "best_epoch": result.best["epoch"],
-        "epochs": result.epochs_run,
-        "train_wall_seconds": time.perf_counter() - t0,
-        "device": result.device,
-        "config": cfg.to_dict(),
-        "data_fingerprint": prepared.fingerprint,
-        "data": prepared.info,
-        "git_commit": git_commit(),
-        "created_at": now(),
-        "warm_start": warm,
-    }
-    space = prepared.space
-
-    def write_onnx(path: Path) -> dict[str, Any]:
-        info = export_onnx(result.net, space.cardinalities, len(space.numeric), path)
-        save_checkpoint(path.parent / checkpoint_path(path.parent).name, result.net, cfg, space, metrics)
-        return info
-
-    candidate = write_bundle(
-        registry,
-        model_name=cfg.model,
-        space=space,
-        write_onnx=write_onnx,
-        metrics=metrics,
-        history=result.history,
-        extra={"preset": cfg.preset, "valid_auc": metrics["valid"]["auc"], "retrained": True},
+    result, metrics = train_on(
+        prepared, cfg, force_cpu=force_cpu, progress=progress, init=init, recipe=cand_recipe
     )
+    facts = metrics.pop("warm_start", None)
+    if isinstance(facts, dict):
+        warm |= facts
+    elif facts:  # several exported networks (ensemble members): the first at top level, all listed
+        warm |= {**facts[0], "per_network": facts}
+    metrics["warm_start"] = warm
+    metrics["config_source"] = why
+    candidate = build_bundle(registry, prepared, cfg, result, metrics, extra={"retrained": True})
 
     batches: Callable[[], Any]
     if eval_data is not None:
@@ -198,6 +221,13 @@ def retrain(
     record: dict[str, Any] = {
         "candidate_version": candidate.name,
         "current_version": current_version,
+        "candidate_recipe": {**metrics["recipe"], "structure": cfg.structure()},
+        "current_recipe": (
+            {**current_recipe.ref(), "structure": current_recipe.train.structure()}
+            if current_recipe
+            else None
+        ),
+        "config_source": why,
         "candidate_auc": scores["candidate"]["auc"],
         "current_auc": scores.get("current", {}).get("auc"),
         "candidate_logloss": scores["candidate"]["logloss"],
@@ -213,7 +243,7 @@ def retrain(
         "started_at": started,
         "decided_at": now(),
         "signature_matches": cand_sig == cur_sig,
-        "fields": [list(s) for s in signature(space)],
+        "fields": [list(s) for s in signature(prepared.space)],
     }
     write_record(candidate, record)
     if decision.promote:
