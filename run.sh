@@ -57,7 +57,7 @@ ensure_redis() {
 }
 
 serve() {
-  if ! "$PY" -c "import sys; from service.bundle import resolve_current; sys.exit(resolve_current('$DLF_REGISTRY') is None)"; then
+  if ! "$PY" -c "import sys; from service.contract import resolve_current; sys.exit(resolve_current('$DLF_REGISTRY') is None)"; then
     echo "no model bundle in $DLF_REGISTRY: generating data and training a small DLF"
     "$PY" -m training.cli demo --registry "$DLF_REGISTRY" --rows 20000 --epochs 5
   fi

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import typer
 
 from service.batcher import usable_cores
-from service.bundle import load_schema
+from service.contract import load_schema
 from service.model_holder import OrtOptions, session_options
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

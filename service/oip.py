@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.bundle import BundleSchema
+from service.contract import BundleSchema
 
 HEADER_LENGTH = "inference-header-content-length"
 OUTPUT_NAME = "probability"

@@ -15,6 +15,7 @@ import numpy as np
 from starlette.types import Receive
 
 from service.encoding import assign_ids, parse_records
+from service.feature_store import FeatureStore
 from service.state import ServiceState
 from service.tracing import annotate
 
@@ -26,6 +27,7 @@ class Scored:
     probabilities: np.ndarray  # float32 [rows]
     oov_fields: dict[str, int]
     degraded: bool
+    store: FeatureStore  # the store the ids came from (shadow scoring compares against the same one)
 
 
 def record_served(
@@ -63,4 +65,4 @@ async def score_rows(
         probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=watch)
     probs = np.asarray(probs, dtype=np.float32).reshape(-1)
     record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
-    return Scored(model.version, model.schema.model_name, probs, oov, lookup.degraded)
+    return Scored(model.version, model.schema.model_name, probs, oov, lookup.degraded, store)

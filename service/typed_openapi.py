@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.bundle import BundleSchema, FieldSchema
+from service.contract import BundleSchema, FieldSchema
 from service.oip import InferRequest
 from service.settings import Settings
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.bundle import VERSION_PATTERN
+from service.contract import VERSION_PATTERN
 from service.reloader import Reloader, ReloadRefused, ReloadResult
 from service.state import ServiceState, get_state
 

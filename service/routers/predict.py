@@ -9,10 +9,9 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service.batcher import ClientGone, Overloaded
-from service.encoding import assign_ids, parse_records
 from service.impressions import new_impressions
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
-from service.scoring import record_served
+from service.scoring import score_rows
 from service.state import ServiceState, get_state
 from service.tracing import current_request_id
 
@@ -43,49 +42,41 @@ async def predict(
     body: PredictRequest, request: Request, state: ServiceState = Depends(get_state)
 ) -> Response:
     """Click probabilities for each row, in request order. Unknown categorical values are OOV, not errors."""
-    with state.lease() as (model, store, batcher):  # one model reference for the whole request
-        rows = body.rows()
-        try:
-            batcher.admit(len(rows))  # shed before spending time on encoding and lookups
-            parsed = parse_records(
-                rows, model.schema, max_rows=state.settings.max_request_rows, row_label=body.row_label
-            )
-            lookup = await store.lookup(model.version, parsed.unique_keys())
-            cat_ids, oov = assign_ids(parsed, lookup.ids)
-            probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=request.receive)
-        except Overloaded as exc:
-            raise _overloaded(exc) from None
-        except ClientGone as exc:
-            raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail=str(exc)) from None
+    rows = body.rows()
+    try:
+        scored = await score_rows(state, rows, row_label=body.row_label, watch=request.receive)
+    except Overloaded as exc:
+        raise _overloaded(exc) from None
+    except ClientGone as exc:
+        raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail=str(exc)) from None
 
-    record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
     request_id = current_request_id() or uuid.uuid4().hex  # the caller's X-Request-ID when it sent one
-    probabilities = probs.tolist()  # Python floats, exactly float(p) of each float32
+    probabilities = scored.probabilities.tolist()  # Python floats, exactly float(p) of each float32
     if state.request_log is not None:
         state.request_log.log(
             {
                 "request_id": request_id,
                 "time": datetime.now(UTC).isoformat(),
-                "model_version": model.version,
-                "degraded": lookup.degraded,
+                "model_version": scored.model_version,
+                "degraded": scored.degraded,
                 "records": rows,
                 "probabilities": probabilities,
             }
         )
-    batch, impression_ids = new_impressions(parsed.n_rows)
+    batch, impression_ids = new_impressions(len(rows))
     if state.impressions is not None:  # queued only: never waits on Redis, never fails the response
-        state.impressions.log(batch, model.version, rows, probabilities)
+        state.impressions.log(batch, scored.model_version, rows, probabilities)
     if state.shadow is not None:  # detached task: never delays or fails this response
-        state.shadow.submit(store, rows, probabilities)
+        state.shadow.submit(scored.store, rows, probabilities)
     # orjson straight to bytes: skips re-validating our own response model (docs/benchmarks.md).
     content = orjson.dumps(
         {
             "request_id": request_id,
-            "model_version": model.version,
+            "model_version": scored.model_version,
             "probabilities": probabilities,
             "impression_ids": impression_ids,
-            "oov_fields": oov,
-            "degraded": lookup.degraded,
+            "oov_fields": scored.oov_fields,
+            "degraded": scored.degraded,
         }
     )
     return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})

@@ -38,7 +38,7 @@ from serving_support import (
     uvicorn_server,
 )
 
-from service.bundle import read_current
+from service.contract import read_current
 from service.testing import write_tiny_bundle
 from training.config import TrainConfig
 from training.data.synthetic import SCHEMA, synthetic_table

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from service import contract
 from service.contract import ReloadNotice, marker_key, reload_channel, vocab_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,9 +65,3 @@ def test_redis_layout_is_versioned_per_field() -> None:
     assert a != b and a.startswith("p:") and "city" in a
     assert marker_key("p:", "v1") != marker_key("p:", "v2")
     assert reload_channel("p:").startswith("p:")
-
-
-def test_old_module_paths_reexport_the_contract() -> None:
-    from service import bundle, registry
-
-    assert bundle.BundleSchema is contract.BundleSchema and registry.set_current is contract.set_current

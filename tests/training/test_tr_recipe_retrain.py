@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from model.ensemble import TemperatureScaled
-from service.bundle import read_current
+from service.contract import read_current
 from training.bundle.checkpoint import load_checkpoint
 from training.cli import app
 from training.data.synthetic import SyntheticFiles, generate

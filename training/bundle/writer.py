@@ -1,7 +1,7 @@
 """Write a model bundle atomically: build everything in ``<registry>/.tmp-<version>/``, then rename.
 
 A crash at any point leaves at most a hidden ``.tmp-*`` directory, which
-``service.bundle.list_versions`` never lists; the visible ``<registry>/<version>/``
+``service.contract.list_versions`` never lists; the visible ``<registry>/<version>/``
 appears in one ``os.rename``.
 """
 

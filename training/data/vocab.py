@@ -1,6 +1,6 @@
 """Vocabularies and numeric statistics (from train only), and vectorised encoding.
 
-Categorical values are keyed with ``service.bundle.canonical_value`` (the serving
+Categorical values are keyed with ``service.contract.canonical_value`` (the serving
 side uses the same function), missing values become ``__missing__`` which is an
 ordinary vocabulary entry when frequent enough; everything below the min-count, or
 unseen in train, maps to the OOV id 0. Numeric fields: ``(transform(x) - mean) / std``
