@@ -84,14 +84,3 @@ def plot_reliability(table: dict[str, Any], path: str | Path, title: str = "") -
         fig.savefig(path, dpi=80)
     finally:
         plt.close(fig)
-
-
-def net_calibration(net: Any, split: Any, batch_size: int = 8192, bins: int = 10) -> dict[str, Any]:
-    """``reliability_table`` of a torch net (logit output) on an encoded split, on CPU."""
-    from scipy.special import expit
-
-    from training.fitting.calibration import predict_logits
-    from training.fitting.device import select_device
-
-    logits = predict_logits(net, split, select_device(cuda_available=False), batch_size)
-    return reliability_table(split.labels(), expit(logits), bins)
