@@ -95,6 +95,11 @@ class FieldSchema:
     fill: float = 0.0
 
 
+def fields_of_kind(fields: list[FieldSchema], kind: FieldKind) -> list[FieldSchema]:
+    """Fields of one kind in model-input order: the column order of that ONNX input."""
+    return sorted((f for f in fields if f.kind == kind), key=lambda f: f.index)
+
+
 @dataclass
 class BundleSchema:
     version: str
@@ -109,11 +114,11 @@ class BundleSchema:
 
     @property
     def categorical(self) -> list[FieldSchema]:
-        return sorted((f for f in self.fields if f.kind == "categorical"), key=lambda f: f.index)
+        return fields_of_kind(self.fields, "categorical")
 
     @property
     def numeric(self) -> list[FieldSchema]:
-        return sorted((f for f in self.fields if f.kind == "numeric"), key=lambda f: f.index)
+        return fields_of_kind(self.fields, "numeric")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)

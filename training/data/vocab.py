@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.contract import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value
+from service.contract import MISSING_TOKEN, OOV_ID, FieldSchema, canonical_value, fields_of_kind
 from training.data.readers import LABEL
 from training.data.spec import DatasetSpec
 
@@ -87,11 +87,11 @@ class FeatureSpace:
 
     @property
     def categorical(self) -> list[FieldSchema]:
-        return sorted((f for f in self.fields if f.kind == "categorical"), key=lambda f: f.index)
+        return fields_of_kind(self.fields, "categorical")
 
     @property
     def numeric(self) -> list[FieldSchema]:
-        return sorted((f for f in self.fields if f.kind == "numeric"), key=lambda f: f.index)
+        return fields_of_kind(self.fields, "numeric")
 
     @property
     def cardinalities(self) -> list[int]:
