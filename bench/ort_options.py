@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import typer
 
+from bench.ort_ceiling import random_feeds
 from service.batcher import usable_cores
 from service.contract import load_schema
 from service.model_holder import OrtOptions, session_options
@@ -39,14 +39,7 @@ CONFIGS: dict[str, dict] = {
 
 def _feeds(bundle: Path, batch: int) -> tuple[dict, str]:
     schema = load_schema(bundle)
-    rng = np.random.default_rng(batch)
-    feeds = {}
-    if schema.categorical:
-        sizes = np.array([f.vocab_size for f in schema.categorical])
-        feeds[schema.cat_input] = (rng.integers(0, 1 << 30, (batch, sizes.size)) % sizes).astype(np.int64)
-    if schema.numeric:
-        feeds[schema.num_input] = rng.normal(size=(batch, len(schema.numeric))).astype(np.float32)
-    return feeds, schema.output
+    return random_feeds(schema, batch, seed=batch), schema.output
 
 
 def _session(bundle: Path, opts: OrtOptions) -> ort.InferenceSession:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import redis
-from serving_support import _stop
+from serving_support import _stop, wait_redis
 
 
 def cluster_port() -> int:
@@ -67,7 +67,7 @@ class LocalRedisCluster:
             cmd += ["--dir", str(node_dir), "--daemonize", "no"]
             self.procs[port] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for port in self.ports:
-            self._wait_ping(port, timeout)
+            wait_redis(port, timeout)
         create = [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
         create += ["--cluster-replicas", "0", "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, text=True, timeout=timeout)
@@ -78,19 +78,6 @@ class LocalRedisCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("cluster did not reach cluster_state:ok")
             time.sleep(0.1)
-
-    def _wait_ping(self, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
 
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=2.0)

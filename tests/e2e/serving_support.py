@@ -81,6 +81,23 @@ def uvicorn_server(env: Mapping[str, str], log_path: Path, timeout: float = 40.0
         _stop(proc)
 
 
+def wait_redis(port: int, timeout: float) -> None:
+    """Block until a redis-server on 127.0.0.1:port answers PING (raise after ``timeout``)."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
 class RedisServer:
     """A private redis-server (no persistence) that a test may kill and restart on the same port."""
 
@@ -111,17 +128,7 @@ class RedisServer:
         ]
         cmd += ["--daemonize", "no", "--dir", str(self.workdir), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        wait_redis(self.port, timeout)
 
     def stop(self) -> None:
         if self.proc is not None:
