@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import shlex
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,17 @@ def run_row(data: PreparedData, row: BenchRow, work: Path) -> list[dict[str, Any
     return out
 
 
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
+
+
+def _row_job(job: tuple[str, float, BenchRow, str]) -> list[dict[str, Any]]:
+    """One row in a worker process (the split is rebuilt there: cheaper than pickling it)."""
+    data_path, train_fraction, row, tmp = job
+    log.info("bench row %s", row.name)
+    return run_row(frappe_data(data_path, train_fraction), row, Path(tmp))
+
+
 def render(results: list[dict[str, Any]], args: dict[str, Any], wall: float, data: PreparedData) -> str:
     """docs/quality.md text."""
     best_ref_auc = max(r[1] for r in REFERENCES)
@@ -317,6 +330,7 @@ def run_bench(
     paper: bool = False,
     baselines: bool = True,
     seconds: float = 1.5,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Train every row, time the DLF graphs side by side, write the report and the Pareto plot."""
     t0 = time.perf_counter()
@@ -330,8 +344,13 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         for row in rows:
             row.config = _capped(row.config, max_epochs, batch_size)
-            log.info("bench row %s", row.name)
-            for r in run_row(data, row, Path(tmp)):
+        if jobs > 1:  # rows are independent: one process per row, `jobs` at a time, order kept
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_log_setup) as pool:
+                done = list(pool.map(_row_job, [(str(data_path), train_fraction, row, tmp) for row in rows]))
+        else:
+            done = [run_row(data, row, Path(tmp)) for row in rows]
+        for row_results in done:
+            for r in row_results:
                 log.info("bench row %s: AUC %.4f logloss %.4f", r["name"], r["valid_auc"], r["valid_logloss"])
                 results.append(r)
         graphs = {r["name"]: Path(r["onnx"]) for r in results if "onnx" in r}
@@ -347,6 +366,7 @@ def run_bench(
         "train_fraction": train_fraction,
         "max_epochs": max_epochs,
         "batch_size": batch_size,
+        "jobs": jobs,
     }
     # the finished run, kept so a report can be re-rendered from it (never mixed with other runs)
     raw = Path("runs") / f"bench-quality-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -384,6 +404,7 @@ def main(
     paper: bool = False,
     baselines: bool = True,
     seconds: float = 1.5,
+    jobs: int = 1,
     rerender_from: Path | None = None,
 ) -> None:
     """Frappe comparison (README protocol) in one run -> docs/quality.md and docs/quality-pareto.png."""
@@ -393,7 +414,7 @@ def main(
         return
     run_bench(data, out, recipe=recipe, train_fraction=train_fraction, max_epochs=max_epochs,
               batch_size=batch_size, paper=paper,
-              baselines=baselines, seconds=seconds)  # fmt: skip
+              baselines=baselines, seconds=seconds, jobs=jobs)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workers=s.inference_workers,
         max_queued_rows=s.max_queued_rows,
         max_queue_ms=s.max_queue_ms,
+        queue_factor=s.queue_factor,
+        queue_floor_ms=s.queue_floor_ms,
+        max_request_rows=s.max_request_rows,
+        worker_niceness=s.inference_niceness,
         metrics=state.metrics,
     )
     await state.batcher.start()

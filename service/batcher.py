@@ -27,8 +27,10 @@ finished, so there is no timer anywhere:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -42,6 +44,24 @@ from service.metrics import ServiceMetrics
 
 # Below this many rows per chunk, one more ONNX Runtime call costs more than a second core saves.
 MIN_SPLIT_ROWS = 32
+
+log = logging.getLogger(__name__)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value (Linux: per thread), so the event loop preempts it.
+
+    With one worker per core the event loop competes with the workers for CPU; when it loses,
+    parsing, admission decisions and 503s wait behind inference. A niced worker yields the core
+    to the loop thread the moment it has work, and still gets every idle cycle.
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except OSError as exc:  # not permitted in some sandboxes: run at normal priority
+        log.warning("could not lower inference thread priority: %s", exc)
 
 
 class Runnable(Protocol):
@@ -169,12 +189,19 @@ class MicroBatcher:
         workers: int = 0,
         max_queued_rows: int = 0,
         max_queue_ms: float = 0.0,
+        queue_factor: float = 0.0,
+        queue_floor_ms: float = 0.0,
+        max_request_rows: int = 1000,
+        worker_niceness: int = 0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be >= 1")
-        if workers < 0 or max_queued_rows < 0 or max_queue_ms < 0:
-            raise ValueError("workers, max_queued_rows and max_queue_ms must be >= 0 (0 = auto / no bound)")
+        if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness) < 0:
+            raise ValueError(
+                "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms and worker_niceness"
+                " must be >= 0 (0 = auto / no bound / off)"
+            )
         self.enabled = enabled
         self.max_batch_rows = max_batch_rows
         # Kept as the documented upper bound on waiting for company; the pool never waits on a
@@ -183,6 +210,12 @@ class MicroBatcher:
         self.workers = workers or usable_cores()
         self.max_queued_rows = max_queued_rows  # 0 = unbounded
         self.max_queue_s = max_queue_ms / 1000.0  # 0 = unbounded
+        # relative bound: wait at most queue_factor x this request's own inference time (0 = off),
+        # never less than queue_floor_ms, never more than max_queue_ms
+        self.queue_factor = queue_factor
+        self.queue_floor_s = queue_floor_ms / 1000.0
+        self.max_request_rows = max_request_rows
+        self.worker_niceness = worker_niceness
         self.cost = BatchCost()
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
@@ -207,7 +240,12 @@ class MicroBatcher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dlf-infer")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.workers,
+                thread_name_prefix="dlf-infer",
+                initializer=lower_thread_priority,
+                initargs=(self.worker_niceness,),
+            )
         if self.metrics is not None:
             self.metrics.inference_workers.set(self.workers)
 
@@ -234,19 +272,44 @@ class MicroBatcher:
         queued = self._pending_rows + rows
         return self.cost.seconds(queued / self.workers) if queued else 0.0
 
-    def saturated(self) -> Overloaded | None:
-        """``Overloaded`` when ANY request would be refused now (checked before reading its body)."""
-        if not self._pending_rows:
-            return None
-        full = self.max_queued_rows and self._pending_rows >= self.max_queued_rows
-        slow = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
-        if not (full or slow):
-            return None
+    def own_seconds(self, rows: int) -> float:
+        """Estimated inference time of a ``rows``-row request on an idle pool (split over workers)."""
+        return self.cost.seconds(rows / self._chunks(rows))
+
+    def too_long(self, rows: int) -> bool:
+        """Whether a ``rows``-row request would wait too long behind the queue.
+
+        Two bounds: the queue plus this request must drain within ``max_queue_ms``; and the wait
+        ahead of it must stay within ``queue_factor`` x its own inference time (at least
+        ``queue_floor_ms``), so an admitted request takes at most about (1 + factor) x its
+        unloaded time whatever its size, while small requests still batch behind each other.
+        """
+        if self.max_queue_s and self.estimated_wait_s(rows) > self.max_queue_s:
+            return True
+        if not self.queue_factor:
+            return False
+        return self.estimated_wait_s() > max(self.queue_floor_s, self.queue_factor * self.own_seconds(rows))
+
+    def _refuse(self) -> Overloaded:
         self.rejected += 1
         if self.metrics is not None:
             self.metrics.rejected_requests.inc()
         wait_ms = self.estimated_wait_s() * 1000.0
         return Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
+
+    def saturated(self) -> Overloaded | None:
+        """``Overloaded`` when ANY request would be refused now (checked before reading its body).
+
+        Judged for the largest request allowed (``max_request_rows``), which gets the most
+        lenient wait bound, so this never refuses what ``admit`` would take.
+        """
+        if not self._pending_rows:
+            return None
+        full = self.max_queued_rows and self._pending_rows >= self.max_queued_rows
+        capped = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
+        lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_request_rows))
+        behind = self.queue_factor and self.estimated_wait_s() > lenient
+        return self._refuse() if full or capped or behind else None
 
     def admit(self, rows: int) -> None:
         """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
@@ -257,13 +320,8 @@ class MicroBatcher:
         if not self._pending_rows:
             return
         too_many = self.max_queued_rows and self._pending_rows + rows > self.max_queued_rows
-        too_long = self.max_queue_s and self.estimated_wait_s(rows) > self.max_queue_s
-        if too_many or too_long:
-            self.rejected += 1
-            if self.metrics is not None:
-                self.metrics.rejected_requests.inc()
-            wait_ms = self.estimated_wait_s() * 1000.0
-            raise Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
+        if too_many or self.too_long(rows):
+            raise self._refuse()
 
     async def submit(
         self,
@@ -298,10 +356,12 @@ class MicroBatcher:
             if client is not None:
                 client.stop()
 
+    def _chunks(self, rows: int) -> int:
+        """Chunks a request is cut into: one per worker if each keeps MIN_SPLIT_ROWS, none above max_batch_rows."""
+        return max(1, -(-rows // self.max_batch_rows), min(self.workers, rows // MIN_SPLIT_ROWS))
+
     def _chunk_rows(self, rows: int) -> int:
-        """Rows per chunk: one chunk per worker if each keeps MIN_SPLIT_ROWS, none above max_batch_rows."""
-        chunks = max(-(-rows // self.max_batch_rows), min(self.workers, rows // MIN_SPLIT_ROWS))
-        return -(-rows // max(1, chunks))
+        return -(-rows // self._chunks(rows))
 
     def _enqueue(
         self,

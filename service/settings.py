@@ -66,7 +66,22 @@ class Settings(BaseSettings):
     max_queue_ms: float = Field(
         1000.0,
         ge=0,
-        description="Estimated queue wait (measured batch cost of the queued rows) beyond which -> 503 (0 = off).",
+        description="Cap on the estimated queue wait (measured batch cost of the queued rows); beyond -> 503 (0 = no cap).",
+    )
+    queue_factor: float = Field(
+        1.0,
+        ge=0,
+        description="Admit a request while the queue ahead of it costs at most this many times its own"
+        " inference time (0 = off; only max_queue_ms then).",
+    )
+    queue_floor_ms: float = Field(
+        10.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
+    )
+    inference_niceness: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Nice increment of the inference threads, so the event loop preempts them (0 = off).",
     )
     ort_intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."

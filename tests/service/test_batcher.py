@@ -364,3 +364,53 @@ def test_batch_cost_separates_per_call_overhead_from_per_row_cost() -> None:
         cost.observe(rows, 0.010 + 0.001 * rows)
     assert cost.seconds(1) == pytest.approx(0.011, rel=1e-6)
     assert cost.seconds(100) == pytest.approx(0.110, rel=1e-6)
+
+
+async def test_the_relative_bound_admits_a_wait_of_up_to_factor_times_the_requests_own_cost(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    batcher = MicroBatcher(workers=1, max_queue_ms=0, queue_factor=1.0, queue_floor_ms=0, max_request_rows=1000)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        queued = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 10, 1)))
+        await asyncio.sleep(0)
+        batcher.cost = BatchCost()
+        batcher.cost.observe(10, 0.050)  # as if measured: 5 ms per row, no per-call overhead
+        batcher.cost.observe(20, 0.100)
+        assert batcher.saturated() is None  # a 1000-row request would wait 50 ms for 5 s of its own
+        with pytest.raises(Overloaded):
+            batcher.admit(9)  # 45 ms of its own < 50 ms ahead of it
+        batcher.admit(10)  # 50 ms ahead, 50 ms of its own: admitted
+        batcher.queue_floor_s = 0.060
+        batcher.admit(1)  # the floor lets small requests wait 60 ms
+        batcher.queue_floor_s = 0.0
+        batcher.max_request_rows = 5
+        assert isinstance(batcher.saturated(), Overloaded)  # no allowed request size would be admitted
+        assert batcher.rejected == 2
+        gated.gate.set()
+        await asyncio.gather(held, queued)
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
+async def test_inference_threads_run_at_the_configured_lower_priority(bundle_a: TinyBundle) -> None:
+    seen: list[int] = []
+
+    class PriorityProbe:
+        def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return np.zeros(cat_ids.shape[0], dtype=np.float32)
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    batcher = MicroBatcher(workers=1, worker_niceness=3)
+    await batcher.start()
+    try:
+        await batcher.submit(PriorityProbe(), *free_rows(bundle_a, 2, 0))
+    finally:
+        await batcher.stop()
+    assert seen == [min(19, base + 3)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop thread keeps its own
