@@ -77,13 +77,18 @@ def ablation_config(recipe: Recipe) -> TrainConfig:
     return member_configs(recipe.train)[0].replace(calibrate=False)
 
 
-def default_rows(recipe: Recipe, *, paper: bool = False, baselines: bool = True) -> list[BenchRow]:
+def default_rows(
+    recipe: Recipe, *, paper: bool = False, baselines: bool = True, compare: Recipe | None = None
+) -> list[BenchRow]:
     base = recipe.train
     rows = [
         BenchRow(
             f"recipe {recipe.name} v{recipe.version}", base, "dlf", "`training/recipes` file", pareto=True
         ),
     ]
+    if compare is not None:  # what the recipe replaces, timed side by side with it
+        rows.append(BenchRow(f"recipe {compare.name} v{compare.version}", compare.train, "dlf",
+                             "the recipe it is measured against", pareto=True))  # fmt: skip
     if paper:
         rows.append(BenchRow("DLF paper preset", base.replace(
             preset="paper", model_overrides={}, ensemble=1, distill=None, epochs=1, patience=0), "dlf"))  # fmt: skip
@@ -247,10 +252,11 @@ def render(results: list[dict[str, Any]], args: dict[str, Any], wall: float, dat
             "",
             "![valid AUC against rows/s](quality-pareto.png)",
             "",
-            "| graph | valid AUC | valid logloss | rows/s (batch 100, 1 thread) | x the ensemble teacher | MACs / sample | Pareto |",
+            f"| graph | valid AUC | valid logloss | rows/s (batch 100, 1 thread) | x {args.get('compare') or 'the teacher'} | MACs / sample | Pareto |",
             "|---|---|---|---|---|---|---|",
         ]
-        ens = next((p["rows_per_s"] for p in pts if p["name"].startswith("teacher")), None)
+        ref = f"recipe {args['compare']} " if args.get("compare") else "teacher"
+        ens = next((p["rows_per_s"] for p in pts if p["name"].startswith(ref)), None)
         for p in sorted(pts, key=lambda p: -p["rows_per_s"]):
             ratio = f"{p['rows_per_s'] / ens:.2f}" if ens else "-"
             lines.append(
@@ -331,13 +337,14 @@ def run_bench(
     baselines: bool = True,
     seconds: float = 1.5,
     jobs: int = 1,
+    compare: str | None = "frappe-ensemble",
 ) -> list[dict[str, Any]]:
     """Train every row, time the DLF graphs side by side, write the report and the Pareto plot."""
     t0 = time.perf_counter()
     command = "python -m bench.bench_quality " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     data = frappe_data(data_path, train_fraction)
     rec = load_recipe(recipe)
-    rows = default_rows(rec, paper=paper, baselines=baselines)
+    rows = default_rows(rec, paper=paper, baselines=baselines, compare=load_recipe(compare) if compare else None)
     log.info("bench-quality: %d rows, %d train rows, max epochs %s", len(rows), len(data.train), max_epochs)
     results: list[dict[str, Any]] = []
     out = Path(out)
@@ -367,6 +374,7 @@ def run_bench(
         "max_epochs": max_epochs,
         "batch_size": batch_size,
         "jobs": jobs,
+        "compare": compare,
     }
     # the finished run, kept so a report can be re-rendered from it (never mixed with other runs)
     raw = Path("runs") / f"bench-quality-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -405,6 +413,7 @@ def main(
     baselines: bool = True,
     seconds: float = 1.5,
     jobs: int = 1,
+    compare: str = "frappe-ensemble",
     rerender_from: Path | None = None,
 ) -> None:
     """Frappe comparison (README protocol) in one run -> docs/quality.md and docs/quality-pareto.png."""
@@ -414,7 +423,7 @@ def main(
         return
     run_bench(data, out, recipe=recipe, train_fraction=train_fraction, max_epochs=max_epochs,
               batch_size=batch_size, paper=paper,
-              baselines=baselines, seconds=seconds, jobs=jobs)  # fmt: skip
+              baselines=baselines, seconds=seconds, jobs=jobs, compare=compare or None)  # fmt: skip
 
 
 if __name__ == "__main__":
