@@ -288,9 +288,23 @@ def render(results: list[dict[str, Any]], args: dict[str, Any], wall: float, dat
         "",
         f"- Recipe row: the structure of the `{args.get('recipe', 'frappe')}` recipe (`training/recipes/`: teacher",
         "  members, distillation, calibration) trained by the same `train_on` that `python -m training.cli train` runs.",
-        "- Teacher row: the recipe's cross-fitted members averaged (each member skips one fold of the train",
-        "  rows, so its logits on that fold are out-of-fold distillation targets); not calibrated.",
-        "- int8 row: ONNX Runtime dynamic quantisation of the recipe row's graph, scored through ORT.",
+        *(
+            [
+                "- Teacher row: the recipe's cross-fitted members averaged (each member skips one fold of the train",
+                "  rows, so its logits on that fold are out-of-fold distillation targets); not calibrated.",
+            ]
+            if any(r["name"].startswith("teacher") for r in results)
+            else []
+        ),
+        *(
+            [
+                f"- `recipe {args['compare']}` row: the recipe the default is measured against, trained in this run;",
+                "  its graph is timed side by side with the recipe's (the `x ...` column of the Pareto table).",
+            ]
+            if args.get("compare")
+            else []
+        ),
+        "- int8 rows: ONNX Runtime dynamic quantisation of a recipe row's graph, scored through ORT.",
         "- Ablations: one member of the recipe (same width, same fit settings), one part switched off.",
         *(
             ["- Baselines: one FuxiCTR-like setting each at the references' width, not a search."]
@@ -344,7 +358,9 @@ def run_bench(
     command = "python -m bench.bench_quality " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     data = frappe_data(data_path, train_fraction)
     rec = load_recipe(recipe)
-    rows = default_rows(rec, paper=paper, baselines=baselines, compare=load_recipe(compare) if compare else None)
+    rows = default_rows(
+        rec, paper=paper, baselines=baselines, compare=load_recipe(compare) if compare else None
+    )
     log.info("bench-quality: %d rows, %d train rows, max epochs %s", len(rows), len(data.train), max_epochs)
     results: list[dict[str, Any]] = []
     out = Path(out)
@@ -352,7 +368,9 @@ def run_bench(
         for row in rows:
             row.config = _capped(row.config, max_epochs, batch_size)
         if jobs > 1:  # rows are independent: one process per row, `jobs` at a time, order kept
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_log_setup) as pool:
+            with ProcessPoolExecutor(
+                jobs, mp_context=mp.get_context("spawn"), initializer=_log_setup
+            ) as pool:
                 done = list(pool.map(_row_job, [(str(data_path), train_fraction, row, tmp) for row in rows]))
         else:
             done = [run_row(data, row, Path(tmp)) for row in rows]

@@ -114,8 +114,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.request_log.close()
 
 
-def _saturated(state: ServiceState) -> Overloaded | None:
-    return state.batcher.saturated() if state.batcher is not None else None
+def _saturated(state: ServiceState, content_length: int | None) -> Overloaded | None:
+    return state.batcher.saturated(content_length) if state.batcher is not None else None
 
 
 def _error_response(exc: EncodingError) -> JSONResponse:
@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for r in router.routes
     }
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AdmissionMiddleware, saturated=lambda: _saturated(app.state.dlf))  # before the body
+    app.add_middleware(AdmissionMiddleware, saturated=lambda n: _saturated(app.state.dlf, n))  # before the body
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: known)  # sees 413s
     # outermost: request id, trace context and access log on every response (413/503 included)

@@ -216,6 +216,7 @@ class MicroBatcher:
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
         self.worker_niceness = worker_niceness
+        self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
         self.cost = BatchCost()
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
@@ -297,17 +298,30 @@ class MicroBatcher:
         wait_ms = self.estimated_wait_s() * 1000.0
         return Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
 
-    def saturated(self) -> Overloaded | None:
-        """``Overloaded`` when ANY request would be refused now (checked before reading its body).
+    def observe_body(self, body_bytes: int, rows: int) -> None:
+        """Record an admitted body's size, so ``saturated`` can bound a request's rows by its Content-Length."""
+        if rows > 0 and body_bytes > 0:
+            per_row = body_bytes / rows
+            self.bytes_per_row = per_row if self.bytes_per_row is None else min(self.bytes_per_row, per_row)
 
-        Judged for the largest request allowed (``max_request_rows``), which gets the most
-        lenient wait bound, so this never refuses what ``admit`` would take.
+    def max_rows_in(self, content_length: int | None) -> int:
+        """The most rows a body of ``content_length`` bytes can hold, going by the leanest body seen."""
+        if content_length is None or self.bytes_per_row is None:
+            return self.max_request_rows
+        return max(1, min(self.max_request_rows, math.ceil(content_length / self.bytes_per_row)))
+
+    def saturated(self, content_length: int | None = None) -> Overloaded | None:
+        """``Overloaded`` when this request would be refused whatever its rows (checked before its body).
+
+        Judged for the most rows its ``content_length`` can hold (``max_request_rows`` when
+        unknown), which gets the most lenient wait bound, so this never refuses what ``admit``
+        would take, and a refusal costs no parsing.
         """
         if not self._pending_rows:
             return None
         full = self.max_queued_rows and self._pending_rows >= self.max_queued_rows
         capped = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
-        lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_request_rows))
+        lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_rows_in(content_length)))
         behind = self.queue_factor and self.estimated_wait_s() > lenient
         return self._refuse() if full or capped or behind else None
 

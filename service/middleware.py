@@ -113,6 +113,17 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+def content_length(scope: Scope) -> int | None:
+    """The request's Content-Length header as an int (None when absent or not a number)."""
+    for key, value in scope.get("headers") or []:
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 class AdmissionMiddleware:
     """503 + Retry-After for ``path`` before its body is read, while the inference queue is saturated.
 
@@ -121,14 +132,14 @@ class AdmissionMiddleware:
     what keeps refusals fast when the service is overloaded.
     """
 
-    def __init__(self, app: ASGIApp, saturated: Callable[[], Any], path: str = "/predict") -> None:
+    def __init__(self, app: ASGIApp, saturated: Callable[[int | None], Any], path: str = "/predict") -> None:
         self.app = app
         self.saturated = saturated
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") == self.path:
-            refusal = self.saturated()
+            refusal = self.saturated(content_length(scope))
             if refusal is not None:
                 body = json.dumps({"detail": str(refusal), "errors": []}).encode()
                 await send(

@@ -49,6 +49,7 @@ async def score_rows(
     rows: Sequence[Mapping[str, Any]],
     row_label: str = "record",
     watch: Receive | None = None,
+    body_bytes: int | None = None,
 ) -> Scored:
     """Probabilities for ``rows`` in order, with /predict's admission control.
 
@@ -57,6 +58,8 @@ async def score_rows(
     """
     with state.lease() as (model, store, batcher):  # one model reference for the whole request
         batcher.admit(len(rows))  # shed before spending time on encoding and lookups
+        if body_bytes is not None:  # lets the next refusals happen before their bodies are read
+            batcher.observe_body(body_bytes, len(rows))
         parsed = parse_records(
             rows, model.schema, max_rows=state.settings.max_request_rows, row_label=row_label
         )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service.batcher import ClientGone, Overloaded
 from service.impressions import new_impressions
+from service.middleware import content_length
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.scoring import score_rows
 from service.state import ServiceState, get_state
@@ -45,7 +46,9 @@ async def predict(
     """Click probabilities for each row, in request order. Unknown categorical values are OOV, not errors."""
     rows = body.rows()
     try:
-        scored = await score_rows(state, rows, row_label=body.row_label, watch=request.receive)
+        scored = await score_rows(
+            state, rows, row_label=body.row_label, watch=request.receive, body_bytes=content_length(request.scope)
+        )
     except Overloaded as exc:
         raise _overloaded(exc) from None
     except ClientGone as exc:

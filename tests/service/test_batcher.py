@@ -386,9 +386,16 @@ async def test_the_relative_bound_admits_a_wait_of_up_to_factor_times_the_reques
         batcher.queue_floor_s = 0.060
         batcher.admit(1)  # the floor lets small requests wait 60 ms
         batcher.queue_floor_s = 0.0
+        assert batcher.max_rows_in(500) == 1000  # no body seen yet: any size
+        batcher.observe_body(1200, 10)
+        batcher.observe_body(1000, 10)  # the leanest body: 100 bytes per row
+        batcher.observe_body(5000, 10)
+        assert batcher.bytes_per_row == 100 and batcher.max_rows_in(1001) == 11
+        assert batcher.saturated(1000) is None  # up to 10 rows: 50 ms of its own, admitted
+        assert isinstance(batcher.saturated(500), Overloaded)  # at most 5 rows: refused before its body
         batcher.max_request_rows = 5
         assert isinstance(batcher.saturated(), Overloaded)  # no allowed request size would be admitted
-        assert batcher.rejected == 2
+        assert batcher.rejected == 3
         gated.gate.set()
         await asyncio.gather(held, queued)
     finally:

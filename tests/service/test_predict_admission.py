@@ -129,3 +129,37 @@ async def test_disconnected_client_is_dropped_before_inference(make_client, bund
     assert gated.rows_seen == [1]  # the 5 rows of the departed client never reached the model
     text = (await client.get("/metrics")).text
     assert "dlf_dropped_requests_total 1.0" in text
+
+
+async def test_a_small_body_behind_a_long_queue_is_refused_before_it_is_read(
+    make_client, bundle_a: TinyBundle
+) -> None:
+    from service.batcher import BatchCost
+
+    client, state, gated = await gated_client(make_client, queue_factor=1.0, queue_floor_ms=0, max_queue_ms=0)
+    try:
+        held = await hold_the_worker(client, gated)
+        queued = asyncio.ensure_future(client.post("/predict", json={"records": [RECORD] * 50}))
+        for _ in range(200):  # until those 50 rows wait in the queue
+            if state.batcher.queued_rows == 50:
+                break
+            await asyncio.sleep(0.01)
+        assert state.batcher.bytes_per_row is not None  # learnt from the two admitted bodies
+        state.batcher.cost = BatchCost()
+        state.batcher.cost.observe(10, 0.010)  # as if measured: 1 ms per row
+        state.batcher.cost.observe(20, 0.020)
+        # 9 bytes hold at most one row: 1 ms of its own behind 50 ms of queue -> refused unparsed
+        unread = await client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+        assert unread.status_code == 503 and int(unread.headers["retry-after"]) >= 1
+        # a body big enough for 60 rows may be worth the wait: it is read, and the exact count decides
+        big = asyncio.ensure_future(client.post("/predict", json={"records": [RECORD] * 60}))
+        for _ in range(200):
+            if state.batcher.queued_rows == 110:
+                break
+            await asyncio.sleep(0.01)
+        assert state.batcher.queued_rows == 110
+        gated.gate.set()
+        assert [(await f).status_code for f in (held, queued, big)] == [200, 200, 200]
+    finally:
+        gated.gate.set()
+    assert state.batcher.rejected == 1
