@@ -70,6 +70,9 @@ def train(
         str | None, typer.Option(help="fp32|int8|fp16 export, kept only if valid AUC drops <= 0.0005")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    ema_decay: Annotated[
+        float | None, typer.Option(help="EMA of the weights per step, exported instead of them (0 = off)")
+    ] = None,
     calibrate: Annotated[
         bool | None, typer.Option("--calibrate/--no-calibrate", help="fit a temperature on valid")
     ] = None,
@@ -112,6 +115,7 @@ def train(
         "calibrate": calibrate,
         "precision": precision,
         "threads": threads,
+        "ema_decay": ema_decay,
     }
     if set_:
         overrides["model_overrides"] = _parse_sets(set_)

@@ -141,6 +141,9 @@ def apply_overrides(base: TrainConfig | None, **overrides: Any) -> TrainConfig:
         given["model_overrides"] = {**values.get("model_overrides", {}), **given["model_overrides"]}
     if "precision" in given:
         given["export"] = {**values.get("export", {}), "precision": given.pop("precision")}
+    if given.get("ema_decay") == 0:  # 0 on the command line: no moving average
+        given["ema_decay"] = None
+        values["ema_decay"] = None
     values.update(given)
     return TrainConfig.model_validate(values)
 

@@ -82,6 +82,8 @@ def test_frappe_end_to_end_small(tmp_path: Path) -> None:
             "64",
             "--lr",
             "3e-3",
+            "--ema-decay",
+            "0",  # one short epoch: the recipe's moving average would still be mostly the initial weights
             "--registry",
             str(reg),
             "--no-progress",
@@ -98,3 +100,13 @@ def test_frappe_end_to_end_small(tmp_path: Path) -> None:
     res = runner.invoke(app, ["evaluate", str(reg / version), str(sample), "--format", "frappe"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["rows"] == 3000
+
+
+def test_ema_decay_zero_on_the_command_line_turns_the_recipes_average_off() -> None:
+    from training.config import apply_overrides, default_config
+
+    recipe = default_config("frappe")
+    assert recipe.ema_decay == 0.995  # the Frappe default averages its weights
+    assert apply_overrides(recipe, ema_decay=0).ema_decay is None
+    assert apply_overrides(recipe, ema_decay=0.9).ema_decay == 0.9
+    assert apply_overrides(recipe, ema_decay=None).ema_decay == 0.995

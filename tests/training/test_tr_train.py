@@ -105,3 +105,16 @@ def test_weight_ema_is_what_gets_scored_and_kept(data, tiny_cfg: Callable[..., T
     w_plain = next(iter(plain.net.state_dict().values()))
     w_ema = next(iter(ema.net.state_dict().values()))
     assert not torch.equal(w_plain, w_ema)
+
+
+def test_a_run_too_short_for_its_ema_says_so(data, tiny_cfg: Callable[..., TrainConfig], caplog) -> None:  # type: ignore[no-untyped-def]
+    cpu = select_device(cuda_available=False)
+    with caplog.at_level("WARNING", logger="training"):
+        cfg = tiny_cfg(epochs=1, patience=0, ema_decay=0.999)
+        fit(build_net(cfg, data.space), data.train, data.valid, cfg, cpu)
+    assert any("keeps" in r.message and "initial weights" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training"):
+        cfg = tiny_cfg(epochs=1, patience=0, ema_decay=0.5)
+        fit(build_net(cfg, data.space), data.train, data.valid, cfg, cpu)
+    assert not any("initial weights" in r.message for r in caplog.records)

@@ -240,6 +240,17 @@ def fit(
         if stop:
             break
     assert best is not None and best_state is not None
+    if ema is not None:
+        steps = int(seen / max(cfg.batch_size, 1))
+        early = cfg.ema_decay**steps if cfg.ema_decay is not None else 0.0
+        if early > 0.05 and dist.is_main:  # a short run: the average still holds the initial weights
+            log.warning(
+                "ema_decay %.4f over %d steps keeps %.0f%% of the initial weights in the exported average;"
+                " train longer or lower ema_decay (0 = off)",
+                cfg.ema_decay,
+                steps,
+                100 * early,
+            )
     net.load_state_dict(best_state)
     net = net.to("cpu").eval()
     epochs_run = history[-1]["epoch"]
