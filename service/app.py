@@ -9,6 +9,7 @@ model holder, feature store, batcher), which is what tests use. For uvicorn:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ from fastapi.responses import JSONResponse
 
 from service.batcher import MicroBatcher, Overloaded
 from service.encoding import EncodingError
+from service.errors import encoding_error_response
+from service.fast_predict import PredictFastPath
 from service.feature_store import build_feature_store
 from service.impressions import ImpressionLogger
 from service.logs import configure_logging
@@ -118,9 +121,12 @@ def _saturated(state: ServiceState, content_length: int | None) -> Overloaded | 
     return state.batcher.saturated(content_length) if state.batcher is not None else None
 
 
-def _error_response(exc: EncodingError) -> JSONResponse:
-    errors = [{"record": e.record, "field": e.field, "message": e.message} for e in exc.errors]
-    return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI >= 0.165's own OpenTelemetry hook off: tracing is ours (DLF_OTEL_ENABLED, service/telemetry.py),
+    and its per-request "is a provider configured?" check cost ~3 % of a 1-row request (py-spy)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
@@ -145,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Scores rows with the current DLF bundle (ONNX Runtime). See docs/api.md.",
         version="1.0",
         lifespan=lifespan,
+        **_no_native_telemetry(),
     )
     app.state.dlf = ServiceState(settings=settings, metrics=metrics)
     app.include_router(predict.router)
@@ -155,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(EncodingError)
     async def _encoding_error(_: Request, exc: EncodingError) -> JSONResponse:
-        return _error_response(exc)
+        return encoding_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for router in (predict.router, health.router, admin.router, v2.router, feedback.router)
         for r in router.routes
     }
+    if not settings.otel_enabled:  # with OpenTelemetry on, every request goes through the traced route
+        app.add_middleware(PredictFastPath, state=lambda: app.state.dlf)  # innermost: after every gate below
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdmissionMiddleware, saturated=lambda n: _saturated(app.state.dlf, n))  # before the body
     app.add_middleware(DrainingMiddleware, state=app.state.dlf)

@@ -20,7 +20,6 @@ import re
 import secrets
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 # Printable, header-safe, bounded: anything else is replaced (never echo attacker-controlled junk).
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 TRACEPARENT_PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -112,10 +112,15 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        incoming = headers.get(REQUEST_ID_HEADER, "").strip()
-        ctx = RequestContext(request_id=incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex)
-        parent = parse_traceparent(headers.get("traceparent"))
+        incoming, traceparent = "", None
+        for key, value in scope.get("headers") or []:  # only the two headers this layer reads
+            name = key.lower()
+            if name == REQUEST_ID_HEADER_BYTES:
+                incoming = value.decode("latin-1").strip()
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+        ctx = RequestContext(request_id=incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(16))
+        parent = parse_traceparent(traceparent)
         if parent is not None:
             ctx.trace_id, ctx.parent_span_id, ctx.sampled = parent
         status = 500
@@ -143,19 +148,20 @@ class RequestContextMiddleware:
         finally:
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
-            access_log.info(
-                "%s %s %s",
-                scope.get("method", ""),
-                scope.get("path", ""),
-                status,
-                extra={
-                    "request_id": ctx.request_id,
-                    "trace_id": ctx.trace_id,
-                    "span_id": ctx.span_id,
-                    "method": scope.get("method", ""),
-                    "path": scope.get("path", ""),
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-                    **ctx.fields,
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):  # the extra dict costs even when the line is dropped
+                access_log.info(
+                    "%s %s %s",
+                    scope.get("method", ""),
+                    scope.get("path", ""),
+                    status,
+                    extra={
+                        "request_id": ctx.request_id,
+                        "trace_id": ctx.trace_id,
+                        "span_id": ctx.span_id,
+                        "method": scope.get("method", ""),
+                        "path": scope.get("path", ""),
+                        "status": status,
+                        "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                        **ctx.fields,
+                    },
+                )

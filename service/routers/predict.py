@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.types import Receive
 
 from service.batcher import ClientGone, Overloaded
 from service.impressions import new_impressions
@@ -44,11 +46,24 @@ async def predict(
     body: PredictRequest, request: Request, state: ServiceState = Depends(get_state)
 ) -> Response:
     """Click probabilities for each row, in request order. Unknown categorical values are OOV, not errors."""
-    rows = body.rows()
+    return await answer(
+        state, body.rows(), body.row_label, request.receive, content_length(request.scope)
+    )
+
+
+async def answer(
+    state: ServiceState,
+    rows: list[dict[str, Any]],
+    row_label: str,
+    receive: Receive,
+    body_bytes: int | None,
+) -> Response:
+    """Score ``rows`` and build the answer (the route and service/fast_predict.py share it).
+
+    Raises HTTPException (503 overloaded / loading, 499 client gone) and EncodingError (422).
+    """
     try:
-        scored = await score_rows(
-            state, rows, row_label=body.row_label, watch=request.receive, body_bytes=content_length(request.scope)
-        )
+        scored = await score_rows(state, rows, row_label=row_label, watch=receive, body_bytes=body_bytes)
     except Overloaded as exc:
         raise _overloaded(exc) from None
     except ClientGone as exc:

@@ -66,3 +66,25 @@ async def test_openapi_is_typed_for_the_bundle_and_follows_a_reload(
     assert r.status_code == 200, r.text
     spec = (await client.get("/openapi.json")).json()
     assert VERSION_B in spec["info"]["description"] and VERSION_A not in spec["info"]["description"]
+
+
+def test_vector_histogram_counts_small_and_large_batches_alike() -> None:
+    import numpy as np
+
+    from service.metrics import PROB_BUCKETS, SMALL_BATCH, VectorHistogram
+
+    values = np.random.default_rng(0).random(200)
+    values[:5] = [0.1, 0.2, 0.0, 1.0, 0.55]  # on the bounds and at the ends
+    looped, vectorised = VectorHistogram("a", "a", PROB_BUCKETS), VectorHistogram("b", "b", PROB_BUCKETS)
+    for i in range(0, 200, SMALL_BATCH // 2):
+        looped.observe("v", values[i : i + SMALL_BATCH // 2])
+    vectorised.observe("v", values)
+
+    def samples(h: VectorHistogram) -> list[tuple[str, float]]:
+        (family,) = h.collect()
+        return [(s.name.split("_")[-1] + str(s.labels.get("le")), s.value) for s in family.samples]
+
+    got, want = samples(looped), samples(vectorised)
+    assert [k for k, _ in got] == [k for k, _ in want]
+    assert np.allclose([v for _, v in got], [v for _, v in want])
+    assert dict(want)["count" + "None"] == 200
