@@ -86,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue_floor_ms=s.queue_floor_ms,
         max_request_rows=s.max_request_rows,
         worker_niceness=s.inference_niceness,
+        inline_rows=s.inline_rows,
         metrics=state.metrics,
     )
     await state.batcher.start()

@@ -193,13 +193,14 @@ class MicroBatcher:
         queue_floor_ms: float = 0.0,
         max_request_rows: int = 1000,
         worker_niceness: int = 0,
+        inline_rows: int = 0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be >= 1")
-        if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness) < 0:
+        if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness, inline_rows) < 0:
             raise ValueError(
-                "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms and worker_niceness"
+                "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness and inline_rows"
                 " must be >= 0 (0 = auto / no bound / off)"
             )
         self.enabled = enabled
@@ -216,6 +217,7 @@ class MicroBatcher:
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
         self.worker_niceness = worker_niceness
+        self.inline_rows = inline_rows  # a request this small on an idle pool runs on the loop (0 = never)
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
         self.cost = BatchCost()
         self.metrics = metrics
@@ -223,7 +225,7 @@ class MicroBatcher:
         self._pending_rows = 0
         self._busy = 0
         self._dispatch_scheduled = False
-        self._running: set[asyncio.Future[np.ndarray]] = set()
+        self._running: set[asyncio.Future[tuple[np.ndarray, float]]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.batches_run = 0
@@ -441,33 +443,44 @@ class MicroBatcher:
                 cat = np.concatenate([b.cat_ids for b in batch], axis=0)
                 num = np.concatenate([b.numerics for b in batch], axis=0)
             self._busy += 1
+            if self.inline_rows and self._busy == 1 and not self._pending and cat.shape[0] <= self.inline_rows:
+                # alone on an idle pool: run it here; two thread hand-offs cost more than it does
+                done: asyncio.Future[tuple[np.ndarray, float]] = self._loop.create_future()
+                try:
+                    done.set_result(self._infer(batch[0].model, cat, num))
+                except Exception as exc:  # noqa: BLE001 - the batch's requests get it, as from a worker
+                    done.set_exception(exc)
+                self._finished(done, batch)
+                continue
             running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
             self._running.add(running)
-            started = time.perf_counter()
-            running.add_done_callback(lambda fut, b=batch, t=started: self._finished(fut, b, t))
+            running.add_done_callback(lambda fut, b=batch: self._finished(fut, b))
         self._set_depth()
 
-    def _infer(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+    def _infer(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> tuple[np.ndarray, float]:
+        """Probabilities and the seconds ``run`` took, timed in the worker: timing at the event loop
+        would add the loop's own backlog, and the queue estimate would then shed load it can take."""
         start = time.perf_counter()
         probs = model.run(cat_ids, numerics)
+        seconds = time.perf_counter() - start
         if self.metrics is not None:
-            self.metrics.inference_latency.observe(time.perf_counter() - start)
+            self.metrics.inference_latency.observe(seconds)
             self.metrics.batch_rows.observe(int(cat_ids.shape[0]))
-        return probs
+        return probs, seconds
 
-    def _finished(self, running: asyncio.Future[np.ndarray], batch: list[_Item], started: float) -> None:
+    def _finished(self, running: asyncio.Future[tuple[np.ndarray, float]], batch: list[_Item]) -> None:
         self._running.discard(running)
         self._busy -= 1
         self.batches_run += 1
         exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
         if exc is None:
-            self.cost.observe(sum(item.rows for item in batch), time.perf_counter() - started)
+            self.cost.observe(sum(item.rows for item in batch), running.result()[1])
         if exc is not None:  # one bad batch fails its requests, not the worker
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
         else:
-            probs = running.result()
+            probs = running.result()[0]
             offset = 0
             for item in batch:
                 if not item.future.done():

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     queue_floor_ms: float = Field(
         10.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
     )
+    inline_rows: int = Field(
+        8,
+        ge=0,
+        description="A request of at most this many rows that finds every worker idle runs on the event loop"
+        " (two thread hand-offs cost more than its inference; 0 = always a worker).",
+    )
     inference_niceness: int = Field(
         5,
         ge=0,

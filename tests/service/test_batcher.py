@@ -421,3 +421,48 @@ async def test_inference_threads_run_at_the_configured_lower_priority(bundle_a: 
         await batcher.stop()
     assert seen == [min(19, base + 3)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop thread keeps its own
+
+
+async def test_a_tiny_request_on_an_idle_pool_runs_on_the_loop_and_otherwise_on_a_worker(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    batcher = MicroBatcher(workers=2, inline_rows=4)
+    await batcher.start()
+    loop_thread = threading.current_thread().name
+    try:
+        cat, num = free_rows(bundle_a, 1, 0)
+        alone = await batcher.submit(gated, cat, num)  # idle pool, 1 row: on this thread
+        await batcher.submit(gated, *free_rows(bundle_a, 10, 1))  # more than inline_rows: a worker
+        await batcher.submit(gated, *free_rows(bundle_a, 4, 3))  # idle again, 4 rows: on this thread
+        busy = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 5, 3)))  # holds a worker
+        await wait_entered(gated)
+        beside = await batcher.submit(gated, *free_rows(bundle_a, 1, 2))  # a worker is busy: not inline
+        gated.gate.set()
+        await busy
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    np.testing.assert_allclose(alone, bundle_a.forward(cat, num), atol=1e-6)
+    threads = [name for name, _ in gated.calls]
+    rows = [n for _, n in gated.calls]
+    assert rows == [1, 10, 4, 5, 1]
+    assert threads[0] == loop_thread and threads[2] == loop_thread
+    assert threads[1].startswith("dlf-infer") and threads[3].startswith("dlf-infer")
+    assert threads[4].startswith("dlf-infer") and beside.shape == (1,)
+
+
+async def test_an_inline_failure_fails_its_request_and_the_pool_goes_on(bundle_a: TinyBundle) -> None:
+    class Failing:
+        def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    batcher = MicroBatcher(workers=1, inline_rows=4)
+    await batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(Failing(), *free_rows(bundle_a, 1, 0))
+        assert batcher.busy_workers == 0
+        got = await batcher.submit(CountingModel(load_model(bundle_a.path)), *free_rows(bundle_a, 2, 1))
+    finally:
+        await batcher.stop()
+    assert got.shape == (2,)

@@ -36,7 +36,8 @@ class GatedModel:
 
 
 async def gated_client(make_client, **settings):
-    client = await make_client(inference_workers=1, **settings)
+    # inline_rows=0: a held call on the event loop thread would block the test itself
+    client = await make_client(inference_workers=1, inline_rows=0, **settings)
     state = client.app.state.dlf
     gated = GatedModel(state.holder.current)
     state.holder.swap(gated)
