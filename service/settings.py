@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1, description="Request body limit (more -> 413).")
     batching_enabled: bool = Field(True, description="Coalesce concurrent requests into one ONNX call.")
     max_batch_rows: int = Field(
-        512, ge=1, description="Rows per coalesced batch (bigger requests are split)."
+        128,
+        ge=1,
+        description="Rows per coalesced batch (bigger requests are split); past ~100 rows a batch gains"
+        " little throughput and only adds latency (docs/benchmarks.md).",
     )
     max_wait_ms: float = Field(
         2.0,
@@ -75,10 +78,10 @@ class Settings(BaseSettings):
         " inference time (0 = off; only max_queue_ms then).",
     )
     queue_floor_ms: float = Field(
-        10.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
+        5.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
     )
     inline_rows: int = Field(
-        8,
+        16,
         ge=0,
         description="A request of at most this many rows that finds every worker idle runs on the event loop"
         " (two thread hand-offs cost more than its inference; 0 = always a worker).",
