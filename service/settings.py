@@ -72,13 +72,13 @@ class Settings(BaseSettings):
         description="Cap on the estimated queue wait (measured batch cost of the queued rows); beyond -> 503 (0 = no cap).",
     )
     queue_factor: float = Field(
-        1.0,
+        2.0,
         ge=0,
         description="Admit a request while the queue ahead of it costs at most this many times its own"
         " inference time (0 = off; only max_queue_ms then).",
     )
     queue_floor_ms: float = Field(
-        5.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
+        20.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
     )
     inline_rows: int = Field(
         16,
