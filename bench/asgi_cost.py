@@ -24,24 +24,7 @@ import typer
 
 from bench.serving_engine import FRAPPE, frappe_records
 from service.contract import resolve_current
-
-
-def _scope(body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"x"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],  # fmt: skip
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8000),
-    }
+from service.testing import post_scope
 
 
 async def call(app: Any, body: bytes) -> int:
@@ -61,7 +44,7 @@ async def call(app: Any, body: bytes) -> int:
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
-    await app(_scope(body), receive, send)
+    await app(post_scope("/predict", body), receive, send)
     return status[0]
 
 

@@ -177,3 +177,22 @@ def write_tiny_bundle(
     if make_current:
         write_current(registry, version)
     return TinyBundle(registry, version, schema, table, offsets, weight, bias)
+
+
+def post_scope(path: str, body: bytes, content_type: bytes = b"application/json") -> dict[str, Any]:
+    """The ASGI scope of ``POST path`` with ``body``, for driving an app without sockets (tests, bench)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"service"), (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode())],  # fmt: skip
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from service.model_holder import LoadedModel
-from service.testing import TinyBundle
+from service.testing import TinyBundle, post_scope
 
 RECORD = {"user": "u1", "item": 266, "daytime": "morning", "city": "paris", "price": 3.5, "rating": 4}
 HELD_USER = "u3"  # a request whose first row has this user blocks its worker until released
@@ -50,6 +50,15 @@ async def hold_the_worker(client, gated: GatedModel) -> asyncio.Future:
     return held
 
 
+async def wait_queued(state, rows: int) -> None:
+    """Until ``rows`` rows wait in the batcher's queue (fails after ~2 s)."""
+    for _ in range(200):
+        if state.batcher.queued_rows == rows:
+            return
+        await asyncio.sleep(0.01)
+    assert state.batcher.queued_rows == rows
+
+
 async def test_full_queue_answers_503_with_retry_after_and_counts_it(
     make_client, bundle_a: TinyBundle
 ) -> None:
@@ -57,10 +66,7 @@ async def test_full_queue_answers_503_with_retry_after_and_counts_it(
     try:
         held = await hold_the_worker(client, gated)
         queued = asyncio.ensure_future(client.post("/predict", json={"records": [RECORD] * 3}))
-        for _ in range(200):  # until those 3 rows wait in the queue
-            if state.batcher.queued_rows == 3:
-                break
-            await asyncio.sleep(0.01)
+        await wait_queued(state, 3)
         r = await asyncio.wait_for(client.post("/predict", json={"records": [RECORD]}), 10)
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1
@@ -98,27 +104,11 @@ async def test_disconnected_client_is_dropped_before_inference(make_client, bund
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = post_scope("/predict", body)
     try:
         held = await hold_the_worker(client, gated)
         call = asyncio.ensure_future(app(scope, receive, send))
-        for _ in range(200):
-            if state.batcher.queued_rows == 5:
-                break
-            await asyncio.sleep(0.01)
+        await wait_queued(state, 5)
         left.set()
         await asyncio.sleep(0.05)
         gated.gate.set()
@@ -141,10 +131,7 @@ async def test_a_small_body_behind_a_long_queue_is_refused_before_it_is_read(
     try:
         held = await hold_the_worker(client, gated)
         queued = asyncio.ensure_future(client.post("/predict", json={"records": [RECORD] * 50}))
-        for _ in range(200):  # until those 50 rows wait in the queue
-            if state.batcher.queued_rows == 50:
-                break
-            await asyncio.sleep(0.01)
+        await wait_queued(state, 50)
         assert state.batcher.bytes_per_row is not None  # learnt from the two admitted bodies
         state.batcher.cost = BatchCost()
         state.batcher.cost.observe(10, 0.010)  # as if measured: 1 ms per row
@@ -154,11 +141,7 @@ async def test_a_small_body_behind_a_long_queue_is_refused_before_it_is_read(
         assert unread.status_code == 503 and int(unread.headers["retry-after"]) >= 1
         # a body big enough for 60 rows may be worth the wait: it is read, and the exact count decides
         big = asyncio.ensure_future(client.post("/predict", json={"records": [RECORD] * 60}))
-        for _ in range(200):
-            if state.batcher.queued_rows == 110:
-                break
-            await asyncio.sleep(0.01)
-        assert state.batcher.queued_rows == 110
+        await wait_queued(state, 110)
         gated.gate.set()
         assert [(await f).status_code for f in (held, queued, big)] == [200, 200, 200]
     finally:
