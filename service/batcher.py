@@ -372,12 +372,16 @@ class MicroBatcher:
             if client is not None:
                 client.stop()
 
-    def _chunks(self, rows: int) -> int:
-        """Chunks a request is cut into: one per worker if each keeps MIN_SPLIT_ROWS, none above max_batch_rows."""
-        return max(1, -(-rows // self.max_batch_rows), min(self.workers, rows // MIN_SPLIT_ROWS))
+    def _chunks(self, rows: int, workers: int | None = None) -> int:
+        """Chunks a request is cut into: one per (free) worker if each keeps MIN_SPLIT_ROWS, none above
+        max_batch_rows. ``workers`` defaults to the whole pool (the idle-pool estimate admission uses)."""
+        workers = self.workers if workers is None else max(1, workers)
+        return max(1, -(-rows // self.max_batch_rows), min(workers, rows // MIN_SPLIT_ROWS))
 
     def _chunk_rows(self, rows: int) -> int:
-        return -(-rows // self._chunks(rows))
+        """Split over the workers free now: with every worker busy the rows would coalesce into the
+        next batches anyway, and each extra chunk is one more ONNX Runtime call and future."""
+        return -(-rows // self._chunks(rows, self.workers - self._busy))
 
     def _enqueue(
         self,

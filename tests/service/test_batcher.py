@@ -466,3 +466,21 @@ async def test_an_inline_failure_fails_its_request_and_the_pool_goes_on(bundle_a
     finally:
         await batcher.stop()
     assert got.shape == (2,)
+
+
+async def test_a_big_request_is_split_only_over_the_workers_free_now(bundle_a: TinyBundle, gated: GatedModel) -> None:
+    batcher = MicroBatcher(workers=2, max_batch_rows=512)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))  # one worker busy
+        await wait_entered(gated)
+        cat, num = free_rows(bundle_a, 100, 0)
+        got = await batcher.submit(gated, cat, num)  # one free worker: one call, not two
+        gated.gate.set()
+        await held
+        await batcher.submit(gated, *free_rows(bundle_a, 100, 1))  # both free again: split in two
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    assert [n for _, n in gated.calls] == [1, 100, 50, 50]
+    np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
