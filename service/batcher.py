@@ -13,13 +13,18 @@ finished, so there is no timer anywhere:
   with the load, by themselves;
 - a batch holds requests of ONE model object (a hot swap never mixes versions);
 - a request is cut into chunks (at most ``max_batch_rows``, at least
-  ``MIN_SPLIT_ROWS`` rows each) so idle workers share it, and put back together
-  in order: a 100-row request on an idle 2-core service takes half the time;
-- admission control: when the queue's estimated wait (the measured time of a
-  batch of queued rows / workers, see ``BatchCost``) passes ``max_queue_ms``, or the queued
-  rows would pass ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once
-  (the route answers 503 + Retry-After) instead of letting the client time out.
-  An empty queue always admits;
+  ``MIN_SPLIT_ROWS`` rows each) so the workers idle at that moment share it, and
+  put back together in order: a 100-row request on an idle 2-core service takes
+  half the time;
+- a request of at most ``inline_rows`` rows that finds every worker idle runs on
+  the event loop itself: two thread hand-offs cost more than its inference;
+- admission control: when the work queued ahead of a request (the measured time
+  of a batch of queued rows / workers, see ``BatchCost``, timed in the workers)
+  costs more than ``queue_factor`` x its own inference time (at least
+  ``queue_floor_ms``), or the queue plus it would pass ``max_queue_ms`` or
+  ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once (the route answers
+  503 + Retry-After) instead of letting the client time out. An empty queue
+  always admits;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
