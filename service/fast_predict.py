@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.encoding import EncodingError
 from service.errors import encoding_error_response
+from service.middleware import replay_body
 from service.routers.predict import answer
 from service.state import ServiceState
 
@@ -71,7 +72,7 @@ class PredictFastPath:
         while True:  # the body limit middleware above has already bounded it
             message = await receive()
             if message["type"] != "http.request":  # client gone before the body arrived
-                await self.app(scope, _replay(b"".join(chunks), receive, message), send)
+                await self.app(scope, replay_body(b"".join(chunks), receive, message), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -79,7 +80,7 @@ class PredictFastPath:
         body = b"".join(chunks)
         records = plain_records(body)
         if records is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         self.served += 1
         try:
@@ -90,16 +91,3 @@ class PredictFastPath:
             response = encoding_error_response(exc)
         await response(scope, receive, send)
 
-
-def _replay(body: bytes, receive: Receive, last: Message | None = None) -> Receive:
-    """A ``receive`` that gives the already-read body once (then ``last``, if any), then the real one."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-    if last is not None:
-        pending.append(last)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

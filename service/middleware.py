@@ -58,32 +58,16 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send, size: str) -> None:
-        body = json.dumps(
-            {
-                "detail": f"request body is {size} bytes; the limit is {self.max_bytes} (DLF_MAX_BODY_BYTES)",
-                "errors": [],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body is {size} bytes; the limit is {self.max_bytes} (DLF_MAX_BODY_BYTES)"
+        await send_error(send, 413, detail)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send, declared.decode())
+        declared = content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(send, str(declared))
             return
         # Buffer the body (bounded) so a chunked upload cannot exceed the limit either.
         chunks: list[bytes] = []
@@ -100,17 +84,38 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        sent = False
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replay_body(body: bytes, receive: Receive, last: Message | None = None) -> Receive:
+    """A ``receive`` that gives an already-read ``body`` once (then ``last``, if any), then the real one."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+    if last is not None:
+        pending.append(last)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def send_error(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A ``{detail, errors: []}`` JSON answer sent straight from a middleware (before any route runs)."""
+    body = json.dumps({"detail": detail, "errors": []}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def content_length(scope: Scope) -> int | None:
@@ -141,18 +146,7 @@ class AdmissionMiddleware:
         if scope["type"] == "http" and scope.get("path") == self.path:
             refusal = self.saturated(content_length(scope))
             if refusal is not None:
-                body = json.dumps({"detail": str(refusal), "errors": []}).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(refusal.retry_after_s).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                retry = [(b"retry-after", str(refusal.retry_after_s).encode())]
+                await send_error(send, 503, str(refusal), retry)
                 return
         await self.app(scope, receive, send)
