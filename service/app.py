@@ -192,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory service.app:app_factory``: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     return create_app(settings)
 
 

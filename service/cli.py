@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,11 +24,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="DLF click-pr
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="Log level of the service and uvicorn (default: DLF_LOG_LEVEL, info)."),
+    ] = None,
     access_log: Annotated[
         bool,
         typer.Option(
-            help="Also uvicorn's own plain request line (the JSON service.access line is always written)."
+            help="Also uvicorn's own plain request line (the JSON service.access line is written at level info)."
         ),
     ] = False,
 ) -> None:
@@ -42,13 +46,16 @@ def serve(
     from service.logs import configure_logging
     from service.settings import Settings
 
-    configure_logging(Settings().log_format, log_level)
+    if log_level is not None:  # the app factory reads its settings again: make them agree
+        os.environ["DLF_LOG_LEVEL"] = log_level.lower()
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(
         "service.app:app_factory",
         factory=True,
         host=host,
         port=port,
-        log_level=log_level,
+        log_level=settings.log_level,
         access_log=access_log,
     )
 

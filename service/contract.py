@@ -294,7 +294,7 @@ def reload_channel(prefix: str) -> str:
 
 
 # Closed loop (docs/closed-loop.md): the service writes impressions and feedback, ``collect`` reads them.
-IMPRESSION_ID_PATTERN = re.compile(r"^([0-9a-f]{32})-(\d{1,5})$")  # <batch>-<row>, batch = uuid4 hex
+IMPRESSION_ID_PATTERN = re.compile(r"^([0-9a-f]{32})-(\d{1,5})$")  # <batch>-<row>, batch = 32 random hex digits
 
 
 def impressions_stream_key(prefix: str) -> str:

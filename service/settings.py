@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="Log lines on stdout: JSON objects (request_id, model_version, rows...) or text."
     )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info",
+        description="Lowest level logged; the JSON access line (one per request) is written at info, "
+        "so 'warning' turns it off.",
+    )
     otel_enabled: bool = Field(
         False, description="Trace requests with OpenTelemetry (exporter from the OTEL_* environment)."
     )

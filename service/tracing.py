@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.ids import random_hex
 from service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -45,7 +45,7 @@ class RequestContext:
     request_id: str
     trace_id: str | None = None
     parent_span_id: str | None = None
-    span_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    span_id: str = field(default_factory=lambda: random_hex(8))
     sampled: str = "01"
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -119,7 +119,7 @@ class RequestContextMiddleware:
                 incoming = value.decode("latin-1").strip()
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
-        ctx = RequestContext(request_id=incoming if REQUEST_ID_PATTERN.match(incoming) else secrets.token_hex(16))
+        ctx = RequestContext(request_id=incoming if REQUEST_ID_PATTERN.match(incoming) else random_hex(16))
         parent = parse_traceparent(traceparent)
         if parent is not None:
             ctx.trace_id, ctx.parent_span_id, ctx.sampled = parent

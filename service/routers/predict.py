@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.types import Receive
 
 from service.batcher import ClientGone, Overloaded
+from service.ids import random_hex
 from service.impressions import new_impressions
 from service.middleware import content_length
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
@@ -69,7 +69,7 @@ async def answer(
     except ClientGone as exc:
         raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail=str(exc)) from None
 
-    request_id = current_request_id() or uuid.uuid4().hex  # the caller's X-Request-ID when it sent one
+    request_id = current_request_id() or random_hex(16)  # the caller's X-Request-ID when it sent one
     probabilities = scored.probabilities.tolist()  # Python floats, exactly float(p) of each float32
     if state.request_log is not None:
         state.request_log.log(

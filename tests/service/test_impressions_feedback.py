@@ -198,3 +198,35 @@ def test_request_log_rotates_and_counts_drops(tmp_path) -> None:
     tiny.close()
     written = len((tmp_path / "b" / "requests.jsonl").read_text().splitlines())
     assert tiny.dropped == len(drops) > 0 and written + tiny.dropped == 2000
+
+
+async def test_script_and_pipeline_writes_store_the_same(redis_prefix: str) -> None:
+    """Standalone Redis gets one script call per batch; the cluster path (a pipeline) must write the same."""
+    import redis.asyncio as aioredis
+
+    from service.impressions import ImpressionLogger
+
+    stored = []
+    for path in ("script", "pipeline"):
+        prefix = f"{redis_prefix}{path}:"
+        logger = ImpressionLogger(aioredis.Redis.from_url(REDIS_URL), prefix=prefix, ttl_s=600)
+        assert logger._script is not None  # standalone client: the script path by default
+        if path == "pipeline":
+            logger._script = None  # what a RedisCluster client gets
+        await logger.start()
+        for i, rows in enumerate((ROWS, ROWS[:1])):
+            assert logger.log(f"{i:032x}", VERSION_A, rows, [0.25 + i / 10] * len(rows))
+        await logger.flush(5.0)
+        await logger.stop()
+        with redis.Redis.from_url(REDIS_URL, decode_responses=True) as r:
+            entries = [e for _, e in r.xrange(stream_key(prefix))]
+            records = [json.loads(r.get(impression_key(prefix, f"{i:032x}"))) for i in range(2)]
+            ttls = [r.ttl(impression_key(prefix, f"{i:032x}")) for i in range(2)]
+        assert [e["b"] for e in entries] == [f"{i:032x}" for i in range(2)]
+        assert json.loads(entries[0]["rows"]) == ROWS and json.loads(entries[1]["p"]) == [0.35]
+        assert all(0 < t <= 600 for t in ttls)
+        stored.append((entries, [{k: v for k, v in rec.items() if k != "t"} for rec in records]))
+    script, pipeline = stored
+    drop_t = [[{k: v for k, v in e.items() if k != "t"} for e in s[0]] for s in stored]
+    assert drop_t[0] == drop_t[1] and script[1] == pipeline[1]
+    assert script[1][0] == {"v": VERSION_A, "p": [0.25, 0.25, 0.25]}

@@ -36,3 +36,35 @@ def test_publish_vocab_cli_names_the_problem(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no bundle found" in result.output
+
+
+def test_serve_log_level_reaches_the_app_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --log-level warning`` turns the per-request access line off (the factory used to reset INFO)."""
+    import logging
+
+    import uvicorn
+
+    from service.app import app_factory
+
+    monkeypatch.delenv("DLF_LOG_LEVEL", raising=False)
+    seen: dict[str, object] = {}
+
+    def fake_run(target: str, **kwargs: object) -> None:  # stands in for the server only
+        app_factory()  # what uvicorn does with factory=True
+        seen["uvicorn_level"] = kwargs["log_level"]
+        seen["access_on"] = logging.getLogger("service.access").isEnabledFor(logging.INFO)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))  # configure_logging replaces both
+    try:
+        result = CliRunner().invoke(app, ["serve", "--log-level", "WARNING"])
+        assert result.exit_code == 0, result.output
+        assert seen == {"uvicorn_level": "warning", "access_on": False}
+        monkeypatch.delenv("DLF_LOG_LEVEL")
+        result = CliRunner().invoke(app, ["serve"])  # default: info, access line on
+        assert result.exit_code == 0, result.output
+        assert seen == {"uvicorn_level": "info", "access_on": True}
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
