@@ -484,3 +484,22 @@ async def test_a_big_request_is_split_only_over_the_workers_free_now(bundle_a: T
         await batcher.stop()
     assert [n for _, n in gated.calls] == [1, 100, 50, 50]
     np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+
+
+async def test_a_few_queued_rows_go_to_one_worker_not_split_over_free_ones(
+    bundle_a: TinyBundle, counting: CountingModel
+) -> None:
+    """Under MIN_SPLIT_ROWS queued rows, a second thread hand-off costs the loop more than it saves."""
+    batcher = MicroBatcher(workers=2, max_batch_rows=64)
+    await batcher.start()
+    try:
+        requests = [free_rows(bundle_a, n, seed) for seed, n in enumerate([2, 1, 3, 1, 2])]
+        # submitted in one tick: the dispatch at its end sees 9 rows and two free workers
+        results = await asyncio.gather(*(batcher.submit(counting, c, n) for c, n in requests))
+        big = [free_rows(bundle_a, 40, seed) for seed in (7, 8)]
+        await asyncio.gather(*(batcher.submit(counting, c, n) for c, n in big))
+    finally:
+        await batcher.stop()
+    assert counting.calls == [9, 40, 40]  # 80 rows are worth both workers
+    for (cat, num), got in zip(requests, results, strict=True):
+        np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
