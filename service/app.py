@@ -87,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_request_rows=s.max_request_rows,
         worker_niceness=s.inference_niceness,
         inline_rows=s.inline_rows,
+        batches_per_worker=s.batches_per_worker,
         metrics=state.metrics,
     )
     await state.batcher.start()

@@ -199,10 +199,11 @@ class MicroBatcher:
         max_request_rows: int = 1000,
         worker_niceness: int = 0,
         inline_rows: int = 0,
+        batches_per_worker: int = 1,
         metrics: ServiceMetrics | None = None,
     ) -> None:
-        if max_batch_rows < 1:
-            raise ValueError("max_batch_rows must be >= 1")
+        if max_batch_rows < 1 or batches_per_worker < 1:
+            raise ValueError("max_batch_rows and batches_per_worker must be >= 1")
         if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness, inline_rows) < 0:
             raise ValueError(
                 "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness and inline_rows"
@@ -223,6 +224,11 @@ class MicroBatcher:
         self.max_request_rows = max_request_rows
         self.worker_niceness = worker_niceness
         self.inline_rows = inline_rows  # a request this small on an idle pool runs on the loop (0 = never)
+        # Batches handed to a worker at once: the running one plus the next, so a worker starts
+        # its next batch the moment it finishes, not when the event loop (busy parsing the next
+        # request) gets round to dispatching. Only a queue of >= MIN_SPLIT_ROWS rows is handed
+        # ahead; fewer rows keep coalescing while every worker is busy.
+        self.batches_per_worker = batches_per_worker
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
         self.cost = BatchCost()
         self.metrics = metrics
@@ -230,7 +236,9 @@ class MicroBatcher:
         self._pending_rows = 0
         self._busy = 0
         self._dispatch_scheduled = False
-        self._running: set[asyncio.Future[tuple[np.ndarray, float]]] = set()
+        # batches handed to the pool, oldest first, with their rows: beyond the first ``workers``
+        # they wait in the pool's queue and count as queued work for admission
+        self._running: dict[asyncio.Future[tuple[np.ndarray, float]], int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.batches_run = 0
@@ -239,7 +247,8 @@ class MicroBatcher:
 
     @property
     def queued_rows(self) -> int:
-        return self._pending_rows
+        """Rows waiting for a worker: the queue and batches handed ahead to busy workers."""
+        return self._waiting_rows()
 
     @property
     def busy_workers(self) -> int:
@@ -277,7 +286,7 @@ class MicroBatcher:
         The queued rows are spread over the workers (that is how free workers take
         them), so the wait is the time of one batch of queued/workers rows.
         """
-        queued = self._pending_rows + rows
+        queued = self._waiting_rows() + rows
         return self.cost.seconds(queued / self.workers) if queued else 0.0
 
     def own_seconds(self, rows: int) -> float:
@@ -303,7 +312,7 @@ class MicroBatcher:
         if self.metrics is not None:
             self.metrics.rejected_requests.inc()
         wait_ms = self.estimated_wait_s() * 1000.0
-        return Overloaded(self._pending_rows, wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
+        return Overloaded(self._waiting_rows(), wait_ms, retry_after_s=max(1, math.ceil(wait_ms / 1000.0)))
 
     def observe_body(self, body_bytes: int, rows: int) -> None:
         """Record an admitted body's size, so ``saturated`` can bound a request's rows by its Content-Length."""
@@ -324,9 +333,10 @@ class MicroBatcher:
         unknown), which gets the most lenient wait bound, so this never refuses what ``admit``
         would take, and a refusal costs no parsing.
         """
-        if not self._pending_rows:
+        waiting = self._waiting_rows()
+        if not waiting:
             return None
-        full = self.max_queued_rows and self._pending_rows >= self.max_queued_rows
+        full = self.max_queued_rows and waiting >= self.max_queued_rows
         capped = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
         lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_rows_in(content_length)))
         behind = self.queue_factor and self.estimated_wait_s() > lenient
@@ -338,9 +348,10 @@ class MicroBatcher:
         An empty queue always admits (a request bigger than the bounds still runs,
         alone), so the bounds shed excess load without starving big requests.
         """
-        if not self._pending_rows:
+        waiting = self._waiting_rows()
+        if not waiting:
             return
-        too_many = self.max_queued_rows and self._pending_rows + rows > self.max_queued_rows
+        too_many = self.max_queued_rows and waiting + rows > self.max_queued_rows
         if too_many or self.too_long(rows):
             raise self._refuse()
 
@@ -408,10 +419,17 @@ class MicroBatcher:
             self._loop.call_soon(self._dispatch)
         return item.future
 
+    def _waiting_rows(self) -> int:
+        """Rows not being computed yet: the queue plus batches handed ahead to busy workers."""
+        handed = 0
+        if len(self._running) > self.workers:
+            handed = sum(list(self._running.values())[self.workers :])
+        return self._pending_rows + handed
+
     def _set_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self._pending))
-            self.metrics.queued_rows.set(self._pending_rows)
+            self.metrics.queued_rows.set(self._waiting_rows())
 
     def _take_batch(self, limit: int) -> list[_Item]:
         """Oldest requests of one model object, up to ``limit`` rows (batching off: one request)."""
@@ -440,11 +458,14 @@ class MicroBatcher:
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
         assert self._loop is not None and self._executor is not None
-        while self._busy < self.workers and self._pending:
+        while self._pending and (
+            self._busy < self.workers
+            or (self._busy < self.workers * self.batches_per_worker and self._pending_rows >= MIN_SPLIT_ROWS)
+        ):
             # Spread what is queued over the free workers (one takes up to max_batch_rows), but not in
             # pieces under MIN_SPLIT_ROWS: a second hand-off costs the loop more than the second core
             # saves on a few rows (1 row x 32 connections: the loop is the bottleneck there).
-            free = self.workers - self._busy
+            free = max(1, self.workers - self._busy)
             share = max(MIN_SPLIT_ROWS, -(-self._pending_rows // free))
             batch = self._take_batch(min(self.max_batch_rows, share))
             if not batch:
@@ -465,7 +486,7 @@ class MicroBatcher:
                 self._finished(done, batch)
                 continue
             running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
-            self._running.add(running)
+            self._running[running] = int(cat.shape[0])
             running.add_done_callback(lambda fut, b=batch: self._finished(fut, b))
         self._set_depth()
 
@@ -481,7 +502,7 @@ class MicroBatcher:
         return probs, seconds
 
     def _finished(self, running: asyncio.Future[tuple[np.ndarray, float]], batch: list[_Item]) -> None:
-        self._running.discard(running)
+        self._running.pop(running, None)
         self._busy -= 1
         self.batches_run += 1
         exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
@@ -500,3 +521,5 @@ class MicroBatcher:
                 offset += item.rows
         if self._pending:
             self._dispatch()
+        else:
+            self._set_depth()

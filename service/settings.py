@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="A request of at most this many rows that finds every worker idle runs on the event loop"
         " (two thread hand-offs cost more than its inference; 0 = always a worker).",
     )
+    batches_per_worker: int = Field(
+        2,
+        ge=1,
+        description="Batches handed to each inference worker at once (the running one plus the next): a "
+        "worker starts its next batch without waiting for the event loop. Only queues of 32+ rows are handed ahead.",
+    )
     inference_niceness: int = Field(
         5,
         ge=0,

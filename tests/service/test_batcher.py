@@ -503,3 +503,33 @@ async def test_a_few_queued_rows_go_to_one_worker_not_split_over_free_ones(
     assert counting.calls == [9, 40, 40]  # 80 rows are worth both workers
     for (cat, num), got in zip(requests, results, strict=True):
         np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+
+
+async def test_a_busy_worker_is_handed_its_next_batch_and_admission_counts_it(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """batches_per_worker=2: a queue of 32+ rows goes to the busy worker's hand at once; fewer rows wait."""
+    batcher = MicroBatcher(workers=1, max_batch_rows=64, batches_per_worker=2)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 1, 3)))
+        await wait_entered(gated)
+        small = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 5, 1)))
+        await asyncio.sleep(0.02)
+        assert len(batcher._running) == 1 and batcher.queued_rows == 5  # 5 rows: still coalescing
+        cat, num = free_rows(bundle_a, 40, 2)
+        big = asyncio.ensure_future(batcher.submit(gated, cat, num))
+        await asyncio.sleep(0.02)
+        assert len(batcher._running) == 2  # 45 queued rows were handed to the busy worker
+        assert batcher.queued_rows == 45  # and still count as waiting for admission
+        tail = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 2, 3)))
+        await asyncio.sleep(0.02)
+        assert len(batcher._running) == 2 and batcher.queued_rows == 47  # the hand is full
+        gated.gate.set()
+        _, _, got, _ = await asyncio.gather(held, small, big, tail)
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+    assert [n for _, n in gated.calls] == [1, 45, 2]
+    assert batcher.queued_rows == 0
+    np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
