@@ -56,7 +56,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     DLF_REGISTRY=/registry \
     DLF_PORT=8000 \
-    DLF_WORKERS=1 \
+    DLF_PROCESSES=1 \
     DLF_SHUTDOWN_GRACE_S=3
 WORKDIR /app
 USER app
@@ -114,7 +114,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DLF_REQUIRE_PROVIDER=CUDAExecutionProvider \
     DLF_REGISTRY=/registry \
     DLF_PORT=8000 \
-    DLF_WORKERS=1 \
+    DLF_PROCESSES=1 \
     DLF_SHUTDOWN_GRACE_S=3
 WORKDIR /app
 USER app

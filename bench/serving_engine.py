@@ -175,8 +175,9 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
 
 
-def service_cmd() -> list[str]:
-    return [PY, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
+def service_cmd(processes: int = 1) -> list[str]:
+    cmd = [PY, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
+    return cmd + ["--processes", str(processes)]
 
 
 def naive_cmd() -> list[str]:
@@ -201,6 +202,9 @@ def main(
     doc: Path = typer.Option(REPO / "docs" / "benchmarks.md", help="markdown file to update"),
     img: Path = typer.Option(REPO / "docs" / "img", help="where the PNG plots go"),
     raw: Path | None = typer.Option(None, help="also dump every number as JSON here"),
+    service_processes: int = typer.Option(
+        1, min=1, help="run the service as `serve --processes N` (one port, N event loops)"
+    ),
 ) -> None:
     version = version or resolve_current(registry)
     if version is None:
@@ -218,6 +222,7 @@ def main(
         "timeout": timeout,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python -m bench.serving_engine", *sys.argv[1:]]),
+        "service_processes": service_processes,
     }
     with tempfile.TemporaryDirectory(prefix="dlf-bench-") as tmp:
         work = Path(tmp)
@@ -239,7 +244,7 @@ def main(
         cells: list[Cell] = []
         try:
             with (
-                server(service_cmd(), service_env, work / "service.log") as svc,
+                server(service_cmd(service_processes), service_env, work / "service.log") as svc,
                 server(naive_cmd(), {"NAIVE_BUNDLE": str(bundle)}, work / "naive.log") as naive,
             ):
                 wait_ready(svc)
@@ -273,7 +278,7 @@ def main(
                 meta["metrics_after"] = scrape(svc)
         finally:
             drop_prefix(redis_url, prefix)
-        robust = run_robustness(bundle, work, bodies[10], seconds) if robustness else None
+        robust = run_robustness(bundle, work, bodies[10], seconds, service_processes) if robustness else None
     meta["load_after"] = load_average()
     meta["minutes"] = (time.time() - started) / 60
     result = {
@@ -339,10 +344,10 @@ def run_overload(
     return out
 
 
-def run_robustness(bundle: Path, work: Path, bodies: Path, seconds: float) -> dict[str, Any]:
+def run_robustness(bundle: Path, work: Path, bodies: Path, seconds: float, processes: int = 1) -> dict[str, Any]:
     from bench.robustness import reloads_and_redis_outage
 
-    return reloads_and_redis_outage(bundle, work / "robust", bodies, seconds, server, load)
+    return reloads_and_redis_outage(bundle, work / "robust", bodies, seconds, server, load, processes)
 
 
 if __name__ == "__main__":

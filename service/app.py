@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.batcher import MicroBatcher, Overloaded
+from service.batcher import MicroBatcher, Overloaded, usable_cores
 from service.encoding import EncodingError
 from service.errors import encoding_error_response
 from service.fast_predict import PredictFastPath
@@ -79,7 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         enabled=s.batching_enabled,
         max_batch_rows=s.max_batch_rows,
         max_wait_ms=s.max_wait_ms,
-        workers=s.inference_workers,
+        workers=s.inference_workers or max(1, usable_cores() // s.resolved_processes),
         max_queued_rows=s.max_queued_rows,
         max_queue_ms=s.max_queue_ms,
         queue_factor=s.queue_factor,

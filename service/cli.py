@@ -34,12 +34,20 @@ def serve(
             help="Also uvicorn's own plain request line (the JSON service.access line is written at level info)."
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Service processes on this port (SO_REUSEPORT; 0 = one per usable core; "
+            "default: DLF_PROCESSES, 1). See service/processes.py.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service; every other setting comes from DLF_* environment variables and REDIS_URL.
 
-    One process: its inference pool already runs a batch per core (DLF_INFERENCE_WORKERS).
-    To scale out, run more replicas behind a load balancer (docs/deploy.md), not more
-    uvicorn workers: those would each hold a model and a Prometheus registry of their own.
+    With --processes N > 1, N copies of the app share the port (metrics added up, reloads
+    followed by all, inference threads split between them; service/processes.py). To scale
+    beyond one machine, run replicas behind a load balancer (docs/deploy.md).
     """
     import uvicorn
 
@@ -48,8 +56,15 @@ def serve(
 
     if log_level is not None:  # the app factory reads its settings again: make them agree
         os.environ["DLF_LOG_LEVEL"] = log_level.lower()
+    if processes is not None:
+        os.environ["DLF_PROCESSES"] = str(processes)
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    group = settings.resolved_processes
+    if group > 1:
+        from service.processes import serve_processes
+
+        raise typer.Exit(serve_processes(host, port, group, settings.log_level, access_log))
     uvicorn.run(
         "service.app:app_factory",
         factory=True,

@@ -7,6 +7,7 @@ can live in one process without "duplicated timeseries" errors.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -78,6 +79,39 @@ class VectorHistogram(Collector):
         yield family
 
 
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client keeps values in PROMETHEUS_MULTIPROC_DIR (``serve --processes N``)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class SharedVectorHistogram:
+    """VectorHistogram's interface over a prometheus-client Histogram, for multiprocess mode.
+
+    A custom collector is invisible to the other processes, so here the per-request bucket
+    counts go into the Histogram's own (file-backed) bucket values: one ``inc`` per non-empty
+    bucket instead of one ``observe`` per row. ``_buckets``/``_sum`` are prometheus-client's
+    per-child values (non-cumulative counts, the last one +Inf), as its ``observe`` uses them.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.histogram = Histogram(name, documentation, ["version"], buckets=buckets, registry=registry)
+
+    def observe(self, version: str, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if values.size == 0:
+            return
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1)
+        child = self.histogram.labels(version=version)
+        for i, n in enumerate(counts.tolist()):
+            if n:
+                child._buckets[i].inc(n)
+        child._sum.inc(float(values.sum()))
+
+    def remove(self, version: str) -> None:
+        """Series cannot be removed in multiprocess mode: a stopped version's counts stay (frozen)."""
+
+
 class ServiceMetrics:
     """All dlf_* collectors, registered on one registry."""
 
@@ -106,12 +140,18 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("dlf_queue_depth", "Requests waiting for the micro-batcher.", registry=r)
+        # multiprocess_mode: how /metrics adds up the processes of `serve --processes N` (ignored otherwise)
+        self.queue_depth = Gauge(
+            "dlf_queue_depth", "Requests waiting for the micro-batcher.", registry=r, multiprocess_mode="livesum"
+        )
         self.queued_rows = Gauge(
-            "dlf_queued_rows", "Rows waiting for a free inference worker (admission bound).", registry=r
+            "dlf_queued_rows",
+            "Rows waiting for a free inference worker (admission bound).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.inference_workers = Gauge(
-            "dlf_inference_workers", "Inference worker threads of the pool.", registry=r
+            "dlf_inference_workers", "Inference worker threads of the pool.", registry=r, multiprocess_mode="livesum"
         )
         self.rejected_requests = Counter(
             "dlf_rejected_requests",
@@ -123,17 +163,22 @@ class ServiceMetrics:
             "Requests dropped before inference because their client had disconnected.",
             registry=r,
         )
-        self.in_flight = Gauge("dlf_in_flight_requests", "HTTP requests being handled now.", registry=r)
+        self.in_flight = Gauge(
+            "dlf_in_flight_requests", "HTTP requests being handled now.", registry=r, multiprocess_mode="livesum"
+        )
         self.oov_values = Counter(
             "dlf_oov_values",
             "Categorical values outside the vocabulary, per field (served as the OOV id).",
             ["field"],
             registry=r,
         )
-        self.served_probability = VectorHistogram(
-            "dlf_served_probability", "Served click probabilities per row, by model version.", PROB_BUCKETS
-        )
-        r.register(self.served_probability)
+        self.served_probability: VectorHistogram | SharedVectorHistogram
+        doc = "Served click probabilities per row, by model version."
+        if multiprocess_mode():
+            self.served_probability = SharedVectorHistogram("dlf_served_probability", doc, PROB_BUCKETS, r)
+        else:
+            self.served_probability = VectorHistogram("dlf_served_probability", doc, PROB_BUCKETS)
+            r.register(self.served_probability)
         self.cache_hits = Counter(
             "dlf_feature_cache_hits", "Feature id lookups served by the cache.", registry=r
         )
@@ -147,8 +192,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.model_info = Gauge(
-            "dlf_model_info", "Model being served (value 1).", ["version", "provider"], registry=r
+            "dlf_model_info",
+            "Model being served (value 1).",
+            ["version", "provider"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
+        self._model_labels: tuple[str, str] | None = None
         self.reloads = Counter(
             "dlf_reloads", "Model reload attempts by result (ok, unchanged, refused).", ["result"], registry=r
         )
@@ -176,11 +226,17 @@ class ServiceMetrics:
 
     def set_model(self, version: str, provider: str) -> None:
         """Exactly one dlf_model_info series: the model in use now."""
-        self.model_info.clear()
+        if not multiprocess_mode():
+            self.model_info.clear()
+        elif self._model_labels is not None:  # no clear there (files keep values): the old one reads 0
+            self.model_info.labels(*self._model_labels).set(0)
         self.model_info.labels(version=version, provider=provider).set(1)
+        self._model_labels = (version, provider)
 
     def forget_shadow(self, version: str) -> None:
         """Drop a stopped shadow version's series so dashboards show only running comparisons."""
+        if multiprocess_mode():  # not supported there: the series stay, frozen
+            return
         for metric in (self.shadow_comparisons, self.shadow_abs_diff, self.shadow_probability):
             with contextlib.suppress(KeyError):
                 metric.remove(version)

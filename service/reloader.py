@@ -41,6 +41,7 @@ from service.contract import (
     set_current,
 )
 from service.model_holder import LoadedModel, OrtOptions, load_model
+from service.processes import group_dir, read_target, write_target
 from service.shadow import ShadowScorer
 from service.state import ServiceState
 
@@ -92,6 +93,9 @@ class Reloader:
         self._pointer_seen = await asyncio.to_thread(read_current, self.registry)
         if s.reload_poll_seconds > 0:
             self._tasks.append(asyncio.create_task(self._poll(s.reload_poll_seconds), name="dlf-reload-poll"))
+        directory = group_dir()
+        if directory is not None:
+            self._tasks.append(asyncio.create_task(self._follow_group(directory), name="dlf-reload-group"))
         if s.redis_url and s.reload_pubsub:
             self._tasks.append(asyncio.create_task(self._listen(s.redis_url), name="dlf-reload-pubsub"))
 
@@ -243,6 +247,7 @@ class Reloader:
             old = holder.current.version if holder.ready else None
             if old == version:
                 self.state.metrics.reloads.labels(result="unchanged").inc()
+                self._tell_group(version, source)
                 return ReloadResult("unchanged", version, old, source, time.perf_counter() - start)
             model = await self._load_checked(version)
             holder.swap(model)
@@ -257,7 +262,32 @@ class Reloader:
             result = ReloadResult("ok", version, old, source, time.perf_counter() - start)
             self.last_result = {**asdict(result), "at": datetime.now(UTC).isoformat()}
             log.info("reload (%s): now serving %s (was %s) after %.3fs", source, version, old, result.seconds)
+            self._tell_group(version, source)
             return result
+
+    @staticmethod
+    def _tell_group(version: str, source: str) -> None:
+        """serve --processes N: what /admin chose, the other processes of the group load too."""
+        if source in ("admin", "rollback"):
+            try:
+                write_target(version)
+            except OSError as exc:
+                log.warning("could not tell the other processes to serve %s: %s", version, exc)
+
+    async def _follow_group(self, directory: Path, every_s: float = 0.2) -> None:
+        """Load the version another process of the group was told to serve (a stat per poll)."""
+        first = read_target(directory)
+        seen = first[0] if first else None
+        while True:
+            await asyncio.sleep(every_s)
+            target = read_target(directory)
+            if target is None or target[0] == seen:
+                continue
+            seen = target[0]
+            try:
+                await self.reload(target[1], source="group")
+            except ReloadRefused as exc:
+                log.warning("group reload to %s refused: %s", target[1], exc)
 
     async def _release(self, version: str) -> None:
         """Wait for the old version's in-flight requests, then drop its vocab unless it is in use again."""

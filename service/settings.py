@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="A request of at most this many rows that finds every worker idle runs on the event loop"
         " (two thread hand-offs cost more than its inference; 0 = always a worker).",
     )
+    processes: int = Field(
+        1,
+        ge=0,
+        description="Service processes sharing the port under `serve` (0 = one per usable core): one event "
+        "loop's Python is the limit for many small requests. Inference threads are split between them.",
+    )
     batches_per_worker: int = Field(
         2,
         ge=1,
@@ -174,6 +180,15 @@ class Settings(BaseSettings):
     otel_enabled: bool = Field(
         False, description="Trace requests with OpenTelemetry (exporter from the OTEL_* environment)."
     )
+
+    @property
+    def resolved_processes(self) -> int:
+        """``processes`` with 0 resolved to the usable cores."""
+        if self.processes:
+            return self.processes
+        from service.batcher import usable_cores
+
+        return usable_cores()
 
     @property
     def reload_channel_name(self) -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import onnxruntime as ort
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import Field
 
+from service.metrics import multiprocess_mode
+from service.processes import group_dir
 from service.provider_guard import check_provider
 from service.schemas import BatchingInfo, FieldInfo, InfoResponse, ReadyResponse
 from service.state import ServiceState, get_state
@@ -24,6 +28,10 @@ class ServiceInfoResponse(InfoResponse):
     shadow: dict[str, Any] | None = Field(
         None,
         description="shadow model: rows compared, mean |diff|, mean live vs shadow p, decision agreement",
+    )
+    process: dict[str, int] = Field(
+        default_factory=dict,
+        description="pid of the process that answered and processes sharing the port (serve --processes)",
     )
 
 
@@ -87,9 +95,14 @@ async def info(state: ServiceState = Depends(get_state)) -> ServiceInfoResponse:
         max_body_bytes=s.max_body_bytes,
         lifecycle=state.reloader.info() if state.reloader is not None else {},
         shadow=state.shadow.summary() if state.shadow is not None else None,
+        process={"pid": os.getpid(), "processes": s.resolved_processes if group_dir() else 1},
     )
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: ServiceState = Depends(get_state)) -> Response:
+    if multiprocess_mode():  # serve --processes N: every process's values, added up
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
