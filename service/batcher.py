@@ -281,13 +281,18 @@ class MicroBatcher:
             self._executor = None
 
     def estimated_wait_s(self, rows: int = 0) -> float:
-        """How long the queue (plus ``rows`` more) takes to drain, from the measured batch cost.
+        """How long the work ahead (plus ``rows`` more) takes, from the measured batch cost.
 
-        The queued rows are spread over the workers (that is how free workers take
-        them), so the wait is the time of one batch of queued/workers rows.
+        The work ahead is the queue and, once anything is queued, the batches running now
+        (counted whole: the bound is for the slow end, p99). It is spread over the workers
+        (that is how free workers take it), so the wait is the time of one batch of
+        (running + queued)/workers rows.
         """
         queued = self._waiting_rows() + rows
-        return self.cost.seconds(queued / self.workers) if queued else 0.0
+        if not queued:
+            return 0.0
+        running = sum(list(self._running.values())[: self.workers])
+        return self.cost.seconds((queued + running) / self.workers)
 
     def own_seconds(self, rows: int) -> float:
         """Estimated inference time of a ``rows``-row request on an idle pool (split over workers)."""
@@ -305,7 +310,10 @@ class MicroBatcher:
             return True
         if not self.queue_factor:
             return False
-        return self.estimated_wait_s() > max(self.queue_floor_s, self.queue_factor * self.own_seconds(rows))
+        # the floor lets small requests batch behind each other; a request big enough to be split
+        # (>= MIN_SPLIT_ROWS) gains nothing from queueing, so only the relative bound holds for it
+        floor = self.queue_floor_s if rows < MIN_SPLIT_ROWS else 0.0
+        return self.estimated_wait_s() > max(floor, self.queue_factor * self.own_seconds(rows))
 
     def _refuse(self) -> Overloaded:
         self.rejected += 1

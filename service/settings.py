@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         " inference time (0 = off; only max_queue_ms then).",
     )
     queue_floor_ms: float = Field(
-        20.0, ge=0, description="The relative bound never goes below this wait (small requests batch)."
+        20.0, ge=0, description="For requests under 32 rows the relative bound never goes below this wait (they batch)."
     )
     inline_rows: int = Field(
         16,

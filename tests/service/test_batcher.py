@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import BatchCost, ClientGone, MicroBatcher, Overloaded, usable_cores
+from service.batcher import MIN_SPLIT_ROWS, BatchCost, ClientGone, MicroBatcher, Overloaded, usable_cores
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -331,11 +331,12 @@ async def test_the_queue_wait_bound_uses_the_measured_cost_per_row(
         batcher.cost = BatchCost()
         batcher.cost.observe(10, 0.050)  # as if measured: 5 ms per row
         batcher.cost.observe(20, 0.100)
-        small = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 5, 2)))  # 75 ms: admitted
+        # ahead of each request: the queue and the 1-row batch running now
+        small = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 5, 2)))  # 80 ms: admitted
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
-            await batcher.submit(gated, *free_rows(bundle_a, 6, 3))  # 15 + 6 rows = 105 ms > 100
-        assert info.value.queued_rows == 15 and info.value.wait_ms == pytest.approx(75)
+            await batcher.submit(gated, *free_rows(bundle_a, 6, 3))  # 1 + 15 + 6 rows = 110 ms > 100
+        assert info.value.queued_rows == 15 and info.value.wait_ms == pytest.approx(80)
         gated.gate.set()
         await asyncio.gather(held, queued, small)
     finally:
@@ -379,23 +380,29 @@ async def test_the_relative_bound_admits_a_wait_of_up_to_factor_times_the_reques
         batcher.cost = BatchCost()
         batcher.cost.observe(10, 0.050)  # as if measured: 5 ms per row, no per-call overhead
         batcher.cost.observe(20, 0.100)
-        assert batcher.saturated() is None  # a 1000-row request would wait 50 ms for 5 s of its own
+        # ahead of a request: 10 queued rows + the 1-row batch running = 55 ms
+        assert batcher.saturated() is None  # a 1000-row request would wait 55 ms for 5 s of its own
         with pytest.raises(Overloaded):
-            batcher.admit(9)  # 45 ms of its own < 50 ms ahead of it
-        batcher.admit(10)  # 50 ms ahead, 50 ms of its own: admitted
+            batcher.admit(9)  # 45 ms of its own < 55 ms ahead of it
+        batcher.admit(11)  # 55 ms ahead, 55 ms of its own: admitted
         batcher.queue_floor_s = 0.060
         batcher.admit(1)  # the floor lets small requests wait 60 ms
+        batcher.queue_factor = 0.1
+        batcher.admit(MIN_SPLIT_ROWS - 1)  # 55 ms ahead > 0.1 x 155 ms, but within the floor
+        with pytest.raises(Overloaded):
+            batcher.admit(MIN_SPLIT_ROWS)  # big enough to be split: no floor, and 55 ms > 0.1 x 160 ms
+        batcher.queue_factor = 1.0
         batcher.queue_floor_s = 0.0
         assert batcher.max_rows_in(500) == 1000  # no body seen yet: any size
         batcher.observe_body(1200, 10)
         batcher.observe_body(1000, 10)  # the leanest body: 100 bytes per row
         batcher.observe_body(5000, 10)
         assert batcher.bytes_per_row == 100 and batcher.max_rows_in(1001) == 11
-        assert batcher.saturated(1000) is None  # up to 10 rows: 50 ms of its own, admitted
+        assert batcher.saturated(1100) is None  # up to 11 rows: 55 ms of its own, admitted
         assert isinstance(batcher.saturated(500), Overloaded)  # at most 5 rows: refused before its body
         batcher.max_request_rows = 5
         assert isinstance(batcher.saturated(), Overloaded)  # no allowed request size would be admitted
-        assert batcher.rejected == 3
+        assert batcher.rejected == 4
         gated.gate.set()
         await asyncio.gather(held, queued)
     finally:
