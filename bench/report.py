@@ -202,7 +202,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         f"before {meta['load_before']}, after {meta['load_after']}. Bundle `{meta['bundle']}` "
         f"({meta.get('bundle_note', 'see below')}). Service: Redis backend (vocab published to the "
         "shared redis-server under a fresh prefix), "
-        f"`serve --processes {meta.get('service_processes', 1)}`, every other setting default "
+        f"`serve` ({meta.get('service_processes', 1)} processes), every other setting default "
         f"({meta.get('service_info')}). Naive peer: bench/naive_peer.py (plain `def` endpoint, one "
         "`session.run` per request, dict vocab, no batching, no Redis). Load: bench/load_client.py in its "
         f"own process, closed loop, {meta['seconds']:.0f} s per cell after a warm-up, {meta['timeout']:.0f} s client timeout, "

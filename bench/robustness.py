@@ -63,7 +63,7 @@ def reloads_and_redis_outage(
     seconds: float,
     server: Callable,
     load: Callable,
-    processes: int = 1,
+    processes: int = 0,
 ) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     registry = work / "registry"
@@ -83,7 +83,7 @@ def reloads_and_redis_outage(
             "DLF_RELOAD_PUBSUB": "false",
         }
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
-        cmd += ["--processes", str(processes)]
+        cmd += ["--processes", str(processes)] if processes else []
         with server(cmd, env, work / "service.log") as url:
             deadline = time.monotonic() + 120
             while httpx.get(f"{url}/readyz", timeout=2).status_code != 200:

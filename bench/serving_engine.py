@@ -175,9 +175,10 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
 
 
-def service_cmd(processes: int = 1) -> list[str]:
+def service_cmd(processes: int = 0) -> list[str]:
+    """``serve`` as a user runs it; ``processes`` 0 keeps its default (one process per usable core)."""
     cmd = [PY, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
-    return cmd + ["--processes", str(processes)]
+    return cmd + (["--processes", str(processes)] if processes else [])
 
 
 def naive_cmd() -> list[str]:
@@ -203,7 +204,7 @@ def main(
     img: Path = typer.Option(REPO / "docs" / "img", help="where the PNG plots go"),
     raw: Path | None = typer.Option(None, help="also dump every number as JSON here"),
     service_processes: int = typer.Option(
-        1, min=1, help="run the service as `serve --processes N` (one port, N event loops)"
+        0, min=0, help="run the service as `serve --processes N` (one port, N event loops; 0 = its default)"
     ),
 ) -> None:
     version = version or resolve_current(registry)
@@ -222,7 +223,7 @@ def main(
         "timeout": timeout,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python -m bench.serving_engine", *sys.argv[1:]]),
-        "service_processes": service_processes,
+        "service_processes": service_processes or usable_cores(),
     }
     with tempfile.TemporaryDirectory(prefix="dlf-bench-") as tmp:
         work = Path(tmp)
@@ -344,7 +345,7 @@ def run_overload(
     return out
 
 
-def run_robustness(bundle: Path, work: Path, bodies: Path, seconds: float, processes: int = 1) -> dict[str, Any]:
+def run_robustness(bundle: Path, work: Path, bodies: Path, seconds: float, processes: int = 0) -> dict[str, Any]:
     from bench.robustness import reloads_and_redis_outage
 
     return reloads_and_redis_outage(bundle, work / "robust", bodies, seconds, server, load, processes)

@@ -49,6 +49,8 @@ from service.metrics import ServiceMetrics
 
 # Below this many rows per chunk, one more ONNX Runtime call costs more than a second core saves.
 MIN_SPLIT_ROWS = 32
+# BatchCost fits overhead + per-row cost only when batch sizes spread at least this much (std / mean).
+MIN_FIT_SPREAD = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +157,15 @@ class BatchCost:
             return 0.0
         mean_x, mean_y = self.sx / self.n, self.sy / self.n
         var = self.sxx / self.n - mean_x * mean_x
-        if var <= 1e-9 * max(1.0, mean_x * mean_x):  # one batch size seen so far: proportional model
-            return mean_y * rows / max(mean_x, 1.0)
-        per_row = max(0.0, (self.sxy / self.n - mean_x * mean_y) / var)
+        proportional = mean_y * rows / max(mean_x, 1.0)
+        # Too little spread in batch sizes (e.g. every batch ~125 rows after 1000-row requests were
+        # cut up) makes the slope noise; a slope <= 0 would call a long queue free and admit without
+        # bound (measured: admitted p99 of seconds). Then scale the mean batch instead.
+        if var <= (MIN_FIT_SPREAD * mean_x) ** 2:
+            return proportional
+        per_row = (self.sxy / self.n - mean_x * mean_y) / var
+        if per_row <= 0.0:
+            return proportional
         overhead = max(0.0, mean_y - per_row * mean_x)
         return overhead + per_row * rows
 

@@ -39,7 +39,7 @@ def serve(
         typer.Option(
             min=0,
             help="Service processes on this port (SO_REUSEPORT; 0 = one per usable core; "
-            "default: DLF_PROCESSES, 1). See service/processes.py.",
+            "default: DLF_PROCESSES, 0). See service/processes.py.",
         ),
     ] = None,
 ) -> None:

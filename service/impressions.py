@@ -59,6 +59,9 @@ return #KEYS - 1
 """
 
 
+WRITE_BYTES = 512 * 1024  # payload per write (one script call or pipeline): keeps each one short
+
+
 def new_impressions(n_rows: int) -> tuple[str, list[str]]:
     """A fresh batch id and one impression id per row (``<batch>-<row>``)."""
     batch = random_hex(16)  # 128 random bits, like uuid4's 122
@@ -230,7 +233,7 @@ class ImpressionLogger:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), self.linger_s)
             self._urgent.clear()
-            batch = [self._queue.popleft() for _ in range(min(self.write_batch, len(self._queue)))]
+            batch = self._take_batch()
             try:
                 await self._write(batch)
             except Exception:  # a bug must not stop the writer: drop this batch, keep serving
@@ -238,6 +241,23 @@ class ImpressionLogger:
                 self._count("error", sum(e.n_rows for e in batch))
             self._done += len(batch)
             self._done_changed.set()
+
+    def _take_batch(self) -> list[_Entry]:
+        """Oldest requests, up to ``write_batch`` of them and ``WRITE_BYTES`` of payload (at least one).
+
+        Bounded by bytes too: a backlog of 1000-row requests made one write of tens of MB, which
+        held the event loop while it was packed and Redis (one script call) while it ran.
+        """
+        batch: list[_Entry] = []
+        size = 0
+        while self._queue and len(batch) < self.write_batch:
+            entry = self._queue[0]
+            cost = len(entry.rows) + 2 * len(entry.probabilities)
+            if batch and size + cost > WRITE_BYTES:
+                break
+            batch.append(self._queue.popleft())
+            size += cost
+        return batch
 
     async def _write(self, entries: list[_Entry]) -> None:
         rows = sum(e.n_rows for e in entries)

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         " (two thread hand-offs cost more than its inference; 0 = always a worker).",
     )
     processes: int = Field(
-        1,
+        0,
         ge=0,
         description="Service processes sharing the port under `serve` (0 = one per usable core): one event "
         "loop's Python is the limit for many small requests. Inference threads are split between them.",

@@ -367,6 +367,16 @@ def test_batch_cost_separates_per_call_overhead_from_per_row_cost() -> None:
     assert cost.seconds(100) == pytest.approx(0.110, rel=1e-6)
 
 
+def test_batch_cost_scales_the_mean_batch_when_sizes_barely_spread() -> None:
+    """Batches all ~125 rows with noisy times: a fitted slope is noise (here negative). A queue of
+    300 rows must still cost about three 100-row batches, or admission would admit without bound."""
+    cost = BatchCost()
+    for rows, seconds in ((125, 0.013), (128, 0.011), (125, 0.012), (126, 0.010), (125, 0.013)):
+        cost.observe(rows, seconds)
+    assert cost.seconds(300) == pytest.approx(3 * cost.seconds(100), rel=1e-6)
+    assert cost.seconds(100) == pytest.approx(0.0118 * 100 / 125.8, rel=0.02)
+
+
 async def test_the_relative_bound_admits_a_wait_of_up_to_factor_times_the_requests_own_cost(
     bundle_a: TinyBundle, gated: GatedModel
 ) -> None:

@@ -230,3 +230,21 @@ async def test_script_and_pipeline_writes_store_the_same(redis_prefix: str) -> N
     drop_t = [[{k: v for k, v in e.items() if k != "t"} for e in s[0]] for s in stored]
     assert drop_t[0] == drop_t[1] and script[1] == pipeline[1]
     assert script[1][0] == {"v": VERSION_A, "p": [0.25, 0.25, 0.25]}
+
+
+def test_a_write_is_bounded_by_payload_bytes_as_well_as_requests() -> None:
+    """A backlog of big requests goes out in several short writes, never one of tens of MB."""
+    import redis.asyncio as aioredis
+
+    from service.impressions import WRITE_BYTES, ImpressionLogger
+
+    logger = ImpressionLogger(aioredis.Redis.from_url(REDIS_URL), write_batch=256)
+    big = [{"user": "u" * 100, "item": i} for i in range(1000)]  # ~120 kB of JSON per request
+    for i in range(20):
+        assert logger.log(f"{i:032x}", VERSION_A, big, [0.5] * len(big))
+    sizes = []
+    while logger._queue:
+        batch = logger._take_batch()
+        assert batch  # always at least one request, however big
+        sizes.append(sum(len(e.rows) for e in batch))
+    assert len(sizes) > 1 and all(size <= WRITE_BYTES for size in sizes)

@@ -47,6 +47,7 @@ def test_serve_log_level_reaches_the_app_factory(monkeypatch: pytest.MonkeyPatch
     from service.app import app_factory
 
     monkeypatch.delenv("DLF_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("DLF_PROCESSES", "1")  # one process: the uvicorn.run path
     seen: dict[str, object] = {}
 
     def fake_run(target: str, **kwargs: object) -> None:  # stands in for the server only
