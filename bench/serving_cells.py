@@ -1,0 +1,123 @@
+"""A few serving-benchmark cells against one server, with the CPU each thread used: for A/B work.
+
+    python -m bench.serving_cells --registry /tmp/frappe-reg --cells 1x32,100x8,100o400 \
+        [--processes 1] [--server naive] [--scrape]
+
+``RxC`` is a closed-loop cell (R rows per request, C connections); ``RoN`` an open-loop run at
+N requests/s (the overload shape). Environment variables (DLF_*) reach the server, so a setting
+is compared by running this twice. bench/serving_engine.py is the full, documented run; this
+is the quick loop that its "What changed" rows were measured with (same load client, same
+Redis setup). ``--scrape`` prints the server-side latency histogram after each cell.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import typer
+
+from bench.serving_engine import (
+    FRAPPE,
+    drop_prefix,
+    frappe_records,
+    load,
+    naive_cmd,
+    publish,
+    server,
+    service_cmd,
+    wait_ready,
+    write_bodies,
+)
+from service.contract import resolve_current
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def parse_cells(spec: str) -> list[tuple[int, int, float]]:
+    """``"1x32,100o400"`` -> [(rows, connections, rate)]; rate 0 = closed loop."""
+    cells = []
+    for part in spec.split(","):
+        if "o" in part:
+            rows, rate = part.split("o")
+            cells.append((int(rows), 512, float(rate)))
+        else:
+            rows, conns = part.split("x")
+            cells.append((int(rows), int(conns), 0.0))
+    return cells
+
+
+def thread_cpu() -> dict[tuple[str, str], int]:
+    """CPU ticks per (process command line, thread) of every process: /proc, Linux only."""
+    out: dict[tuple[str, str], int] = {}
+    for stat in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parents[2] / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:70]
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        pid, tid = stat.parts[2], stat.parts[4]
+        key = (cmdline, "main" if pid == tid else f"thread {tid}")
+        out[key] = out.get(key, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
+@app.command()
+def main(
+    registry: Path = typer.Option(..., help="bundle registry (the Frappe default bundle)"),
+    cells: str = typer.Option("1x32", help="comma list of RxC (closed loop) or RoN (open loop, N req/s)"),
+    processes: int = typer.Option(0, help="serve --processes N (0: the service's default)"),
+    server_kind: str = typer.Option("service", "--server", help="service or naive"),
+    seconds: float = typer.Option(5.0),
+    scrape: bool = typer.Option(False, help="print the server-side latency histogram after each cell"),
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
+) -> None:
+    version = resolve_current(registry)
+    if version is None:
+        raise typer.BadParameter(f"no bundle in {registry}", param_hint="--registry")
+    records = frappe_records(FRAPPE, 4000)
+    prefix = f"cells-{uuid.uuid4().hex[:8]}:"
+    if server_kind == "service":
+        publish(registry, version, redis_url, prefix)
+        cmd = service_cmd(processes)
+        env = {"DLF_REGISTRY": str(registry), "DLF_MODEL_VERSION": version, "REDIS_URL": redis_url,
+               "DLF_REDIS_PREFIX": prefix, "DLF_RELOAD_PUBSUB": "false"}
+    else:
+        cmd, env = naive_cmd(), {"NAIVE_BUNDLE": str(registry / version)}
+    work = Path(typer.get_app_dir("dlf-bench")) / "cells"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with server(cmd, env, work / f"{server_kind}.log") as url:
+            if server_kind == "service":
+                wait_ready(url)
+            for rows, conns, rate in parse_cells(cells):
+                bodies = write_bodies(records, rows, work / f"bodies-{rows}.jsonl")
+                before, start = thread_cpu(), time.monotonic()
+                extra = {"rate": rate} if rate else {}
+                res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
+                after, wall = thread_cpu(), time.monotonic() - start
+                used = sorted(((v - before.get(k, 0)) / 100 / wall, k) for k, v in after.items())[::-1]
+                for cores, (command, thread) in used[:5]:
+                    if cores >= 0.05:
+                        print(f"   cpu {cores:4.2f} cores  {thread:14s} {command}")
+                if scrape:
+                    for line in httpx.get(f"{url}/metrics").text.splitlines():
+                        if line.startswith("dlf_request_latency_seconds_bucket") and "/predict" in line:
+                            print("   ", line)
+                shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"
+                print(
+                    f"{server_kind} {shape}: {res['rows_per_s']:,.0f} rows/s p50 {res['p50_ms'] or 0:.1f} ms "
+                    f"p99 {res['p99_ms'] or 0:.1f} ms 503s {res['status_503']} "
+                    f"timeouts+errors {res['timeouts'] + res['errors']}",
+                    flush=True,
+                )
+    finally:
+        if server_kind == "service":
+            drop_prefix(redis_url, prefix)
+
+
+if __name__ == "__main__":
+    app()
