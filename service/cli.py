@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from service.contract import load_schema, load_vocab, resolve_current
 from service.redis_store import connect, publish_vocab
@@ -58,7 +59,10 @@ def serve(
         os.environ["DLF_LOG_LEVEL"] = log_level.lower()
     if processes is not None:
         os.environ["DLF_PROCESSES"] = str(processes)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # e.g. --log-level loud: name the setting, no traceback
+        raise typer.BadParameter(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
     group = settings.resolved_processes
     if group > 1:

@@ -69,3 +69,10 @@ def test_serve_log_level_reaches_the_app_factory(monkeypatch: pytest.MonkeyPatch
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_serve_names_a_bad_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLF_LOG_LEVEL", "info")  # restored after: serve writes the option into the environment
+    result = CliRunner().invoke(app, ["serve", "--log-level", "loud"])
+    assert result.exit_code == 2
+    assert "log_level" in result.output and "Traceback" not in result.output
