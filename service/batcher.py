@@ -18,10 +18,13 @@ finished, so there is no timer anywhere:
   half the time;
 - a request of at most ``inline_rows`` rows that finds every worker idle runs on
   the event loop itself: two thread hand-offs cost more than its inference;
-- admission control: when the work queued ahead of a request (the measured time
-  of a batch of queued rows / workers, see ``BatchCost``, timed in the workers)
-  costs more than ``queue_factor`` x its own inference time (at least
-  ``queue_floor_ms``), or the queue plus it would pass ``max_queue_ms`` or
+- a busy worker is handed its next batch (``batches_per_worker``) once 32+ rows
+  are queued, so it does not idle until the loop dispatches;
+- admission control: when the work ahead of a request (queued rows and, once
+  anything is queued, the batches running, as the measured time of a batch of
+  those rows / workers, see ``BatchCost``, timed in the workers) costs more than
+  ``queue_factor`` x its own inference time (at least ``queue_floor_ms`` for
+  requests under ``MIN_SPLIT_ROWS`` rows), or the queue plus it would pass ``max_queue_ms`` or
   ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once (the route answers
   503 + Retry-After) instead of letting the client time out. An empty queue
   always admits;
@@ -296,11 +299,11 @@ class MicroBatcher:
         (that is how free workers take it), so the wait is the time of one batch of
         (running + queued)/workers rows.
         """
-        queued = self._waiting_rows() + rows
+        computing, handed = self._pool_rows()
+        queued = self._pending_rows + handed + rows
         if not queued:
             return 0.0
-        running = sum(list(self._running.values())[: self.workers])
-        return self.cost.seconds((queued + running) / self.workers)
+        return self.cost.seconds((queued + computing) / self.workers)
 
     def own_seconds(self, rows: int) -> float:
         """Estimated inference time of a ``rows``-row request on an idle pool (split over workers)."""
@@ -311,8 +314,9 @@ class MicroBatcher:
 
         Two bounds: the queue plus this request must drain within ``max_queue_ms``; and the wait
         ahead of it must stay within ``queue_factor`` x its own inference time (at least
-        ``queue_floor_ms``), so an admitted request takes at most about (1 + factor) x its
-        unloaded time whatever its size, while small requests still batch behind each other.
+        ``queue_floor_ms`` for requests under MIN_SPLIT_ROWS rows), so an admitted request takes
+        at most about (1 + factor) x its unloaded time whatever its size, while small requests
+        still batch behind each other.
         """
         if self.max_queue_s and self.estimated_wait_s(rows) > self.max_queue_s:
             return True
@@ -353,9 +357,10 @@ class MicroBatcher:
         if not waiting:
             return None
         full = self.max_queued_rows and waiting >= self.max_queued_rows
-        capped = self.max_queue_s and self.estimated_wait_s() > self.max_queue_s
+        wait = self.estimated_wait_s()
+        capped = self.max_queue_s and wait > self.max_queue_s
         lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_rows_in(content_length)))
-        behind = self.queue_factor and self.estimated_wait_s() > lenient
+        behind = self.queue_factor and wait > lenient
         return self._refuse() if full or capped or behind else None
 
     def admit(self, rows: int) -> None:
@@ -435,12 +440,14 @@ class MicroBatcher:
             self._loop.call_soon(self._dispatch)
         return item.future
 
+    def _pool_rows(self) -> tuple[int, int]:
+        """Rows of the batches in the pool: being computed (the oldest ``workers``), and handed ahead."""
+        rows = list(self._running.values())
+        return sum(rows[: self.workers]), sum(rows[self.workers :])
+
     def _waiting_rows(self) -> int:
         """Rows not being computed yet: the queue plus batches handed ahead to busy workers."""
-        handed = 0
-        if len(self._running) > self.workers:
-            handed = sum(list(self._running.values())[self.workers :])
-        return self._pending_rows + handed
+        return self._pending_rows + self._pool_rows()[1]
 
     def _set_depth(self) -> None:
         if self.metrics is not None:

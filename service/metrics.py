@@ -26,6 +26,11 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 SMALL_BATCH = 16  # VectorHistogram: up to this many values, a Python loop beats numpy's call overhead
 
 
+def bucket_counts(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-bucket (non-cumulative) counts of ``values`` for upper ``bounds``; the last slot is +Inf."""
+    return np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+
+
 class VectorHistogram(Collector):
     """A histogram labelled by model version that takes a whole batch of values per call.
 
@@ -53,10 +58,7 @@ class VectorHistogram(Collector):
                     acc[bisect_left(self._bounds, v)] += 1
                     total[0] += v
             return
-        # counts[i] = values <= bounds[i] exclusive of lower buckets; last slot = above every bound (+Inf)
-        counts = np.bincount(
-            np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1
-        )
+        counts = bucket_counts(self.bounds, values)
         with self._lock:
             acc, total = self._series.setdefault(version, (np.zeros(len(self.bounds) + 1, np.int64), [0.0]))
             acc += counts[: len(acc)]
@@ -101,7 +103,7 @@ class SharedVectorHistogram:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size == 0:
             return
-        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1)
+        counts = bucket_counts(self.bounds, values)
         child = self.histogram.labels(version=version)
         for i, n in enumerate(counts.tolist()):
             if n:
