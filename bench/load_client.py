@@ -52,6 +52,8 @@ class _Connection(asyncio.Protocol):
             self.retry_after = float(value)
 
     def on_message_complete(self) -> None:
+        if not self.parser.should_keep_alive():  # "Connection: close": as any HTTP client, reconnect
+            self.closed = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result((self.parser.get_status_code(), self.retry_after))
 

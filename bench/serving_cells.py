@@ -100,7 +100,7 @@ def main(
                 res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
                 after, wall = thread_cpu(), time.monotonic() - start
                 used = sorted(((v - before.get(k, 0)) / 100 / wall, k) for k, v in after.items())[::-1]
-                for cores, (command, thread) in used[:5]:
+                for cores, (command, thread) in used[:10]:
                     if cores >= 0.05:
                         print(f"   cpu {cores:4.2f} cores  {thread:14s} {command}")
                 if scrape:

@@ -83,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queued_rows=s.max_queued_rows,
         max_queue_ms=s.max_queue_ms,
         queue_factor=s.queue_factor,
+        shedding_queue_factor=s.shedding_queue_factor,
         queue_floor_ms=s.queue_floor_ms,
         max_request_rows=s.max_request_rows,
         worker_niceness=s.inference_niceness,

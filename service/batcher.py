@@ -20,14 +20,21 @@ finished, so there is no timer anywhere:
   the event loop itself: two thread hand-offs cost more than its inference;
 - a busy worker is handed its next batch (``batches_per_worker``) once 32+ rows
   are queued, so it does not idle until the loop dispatches;
-- admission control: when the work ahead of a request (queued rows and, once
-  anything is queued, the batches running, as the measured time of a batch of
-  those rows / workers, see ``BatchCost``, timed in the workers) costs more than
-  ``queue_factor`` x its own inference time (at least ``queue_floor_ms`` for
-  requests under ``MIN_SPLIT_ROWS`` rows), or the queue plus it would pass ``max_queue_ms`` or
-  ``max_queued_rows``, ``submit`` raises ``Overloaded`` at once (the route answers
-  503 + Retry-After) instead of letting the client time out. An empty queue
-  always admits;
+- admission control: when the work ahead of a request (rows admitted, queued or
+  handed ahead, plus what the running batches have left, from the measured batch
+  cost, see ``BatchCost``, timed in the workers) costs more than ``queue_factor``
+  x its own inference time (at least ``queue_floor_ms`` for requests under
+  ``MIN_SPLIT_ROWS`` rows), or the queue plus it would pass ``max_queue_ms`` or
+  ``max_queued_rows``, ``reserve``/``submit`` raise ``Overloaded`` at once (the route
+  answers 503 + Retry-After) instead of letting the client time out. An empty
+  queue admits;
+- shedding: while more than ``SHEDDING_ENTER`` of recent decisions were refusals,
+  the factor tightens to ``shedding_queue_factor``, a request of ``MIN_SPLIT_ROWS``+
+  rows never queues behind waiting work, and an empty queue admits only with a
+  free worker. Demand is then well above
+  capacity, so a freed worker is refilled by new arrivals at once and a queue only
+  adds latency; when refusals are rare (closed-loop clients that wait out
+  ``Retry-After``), the queue is what keeps workers busy, so it is allowed;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
@@ -54,6 +61,12 @@ from service.metrics import ServiceMetrics
 MIN_SPLIT_ROWS = 32
 # BatchCost fits overhead + per-row cost only when batch sizes spread at least this much (std / mean).
 MIN_FIT_SPREAD = 0.2
+# Shedding mode starts when more than this share of recent admission decisions were refusals, and
+# ends below SHEDDING_LEAVE (hysteresis: its own refusals would otherwise flip it on and off).
+SHEDDING_ENTER = 0.35
+SHEDDING_LEAVE = 0.2
+# Half-life of "recent" for that share, seconds: a reload's few refusals pass, sustained overload counts.
+SHEDDING_HALF_LIFE_S = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +103,13 @@ class Overloaded(RuntimeError):
         super().__init__(
             f"overloaded: {queued_rows} rows already queued (about {wait_ms:.0f} ms of work); retry later"
         )
+
+    def headers(self) -> dict[str, str]:
+        """The 503's headers. ``Connection: close`` because balancing across processes (SO_REUSEPORT)
+        and replicas (an L4 Service) is per connection: a kept connection would bring its client's
+        next requests back to the busiest process, while a new one lands wherever the kernel or
+        proxy sends it (measured: one process refusing most requests while the other idled)."""
+        return {"Retry-After": str(self.retry_after_s), "Connection": "close"}
 
 
 class ClientGone(RuntimeError):
@@ -174,6 +194,50 @@ class BatchCost:
 
 
 @dataclass
+class RefusalShare:
+    """Share of admission decisions that were refusals, decayed over time (half-life ``half_life_s``)."""
+
+    half_life_s: float = SHEDDING_HALF_LIFE_S
+    decisions: float = 0.0
+    refusals: float = 0.0
+    at: float = 0.0
+
+    def note(self, refused: bool, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        keep = 0.5 ** ((now - self.at) / self.half_life_s) if self.decisions else 0.0
+        self.decisions = self.decisions * keep + 1.0
+        self.refusals = self.refusals * keep + (1.0 if refused else 0.0)
+        self.at = now
+
+    @property
+    def share(self) -> float:
+        return self.refusals / self.decisions if self.decisions else 0.0
+
+
+@dataclass
+class Reservation:
+    """Rows admitted but not queued yet (being parsed and looked up): they count as queued, so
+    requests admitted in the same moment see each other. ``release`` is idempotent."""
+
+    batcher: MicroBatcher
+    rows: int
+    held: bool = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.batcher._reserved_rows -= self.rows
+
+
+@dataclass
+class _Running:
+    """A batch handed to the pool: its rows, and when a worker began it (None while it waits in the pool)."""
+
+    rows: int
+    started: float | None = None  # perf_counter, written once by the worker thread
+
+
+@dataclass
 class _Item:
     model: Runnable
     cat_ids: np.ndarray
@@ -206,6 +270,7 @@ class MicroBatcher:
         max_queued_rows: int = 0,
         max_queue_ms: float = 0.0,
         queue_factor: float = 0.0,
+        shedding_queue_factor: float | None = None,
         queue_floor_ms: float = 0.0,
         max_request_rows: int = 1000,
         worker_niceness: int = 0,
@@ -231,6 +296,10 @@ class MicroBatcher:
         # relative bound: wait at most queue_factor x this request's own inference time (0 = off),
         # never less than queue_floor_ms, never more than max_queue_ms
         self.queue_factor = queue_factor
+        # the factor while shedding (None: no shedding mode, queue_factor always)
+        self.shedding_queue_factor = shedding_queue_factor
+        self.refusal_share = RefusalShare()
+        self.shedding = False
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
         self.worker_niceness = worker_niceness
@@ -245,11 +314,12 @@ class MicroBatcher:
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
+        self._reserved_rows = 0  # admitted, still being parsed: see Reservation
         self._busy = 0
         self._dispatch_scheduled = False
         # batches handed to the pool, oldest first, with their rows: beyond the first ``workers``
         # they wait in the pool's queue and count as queued work for admission
-        self._running: dict[asyncio.Future[tuple[np.ndarray, float]], int] = {}
+        self._running: dict[asyncio.Future[tuple[np.ndarray, float]], _Running] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.batches_run = 0
@@ -294,20 +364,48 @@ class MicroBatcher:
     def estimated_wait_s(self, rows: int = 0) -> float:
         """How long the work ahead (plus ``rows`` more) takes, from the measured batch cost.
 
-        The work ahead is the queue and, once anything is queued, the batches running now
-        (counted whole: the bound is for the slow end, p99). It is spread over the workers
-        (that is how free workers take it), so the wait is the time of one batch of
-        (running + queued)/workers rows.
+        The work ahead is the rows being computed and waiting (admitted, queued, handed ahead),
+        spread over the workers (that is how free workers take it), as the cost of one batch of
+        that many rows, less how long the batches being computed have run already (counting
+        them whole refused requests that a nearly finished batch would have let through). One
+        batch, not a cost per batch: the fitted per-call overhead is noisy on small batches
+        (seen 10 ms for a graph whose 1-row call takes 0.4 ms), and summing it per batch
+        refused requests at the margin. A free worker with nothing waiting: no wait.
         """
-        computing, handed = self._pool_rows()
-        queued = self._pending_rows + handed + rows
-        if not queued:
+        queued = self._waiting_rows() + rows
+        if not queued and self._free():
             return 0.0
-        return self.cost.seconds((queued + computing) / self.workers)
+        computing = self._pool_rows()[0]
+        now = time.perf_counter()
+        elapsed = sum(now - r.started for r in computing if r.started is not None) / self.workers
+        total = self.cost.seconds((queued + sum(r.rows for r in computing)) / self.workers)
+        return max(0.0, total - elapsed)
 
     def own_seconds(self, rows: int) -> float:
-        """Estimated inference time of a ``rows``-row request on an idle pool (split over workers)."""
-        return self.cost.seconds(rows / self._chunks(rows))
+        """Estimated inference time of a ``rows``-row request on an idle pool: its chunks run
+        ``workers`` at a time."""
+        chunks = self._chunks(rows)
+        return -(-chunks // self.workers) * self.cost.seconds(rows / chunks)
+
+    def factor(self) -> float:
+        """``queue_factor``, or the tighter ``shedding_queue_factor`` while most requests are refused."""
+        if self.shedding_queue_factor is None:
+            return self.queue_factor
+        share = self.refusal_share.share
+        self.shedding = share > (SHEDDING_LEAVE if self.shedding else SHEDDING_ENTER)
+        return min(self.queue_factor, self.shedding_queue_factor) if self.shedding else self.queue_factor
+
+    def _admits_at_once(self, waiting: int) -> bool:
+        """Nothing waits and a worker is free; or, unless shedding, nothing waits at all. Outside
+        shedding a busy worker with an empty queue admits whatever it has left: a reload or a
+        burst makes single batches slow, and refusing then failed requests that a moment's wait
+        would have served (10 reloads under load: 2-4 refusals)."""
+        if waiting:
+            return False
+        if self._free():
+            return True
+        self.factor()  # brings ``shedding`` up to date
+        return not self.shedding
 
     def too_long(self, rows: int) -> bool:
         """Whether a ``rows``-row request would wait too long behind the queue.
@@ -322,12 +420,17 @@ class MicroBatcher:
             return True
         if not self.queue_factor:
             return False
+        factor = self.factor()
         # the floor lets small requests batch behind each other; a request big enough to be split
-        # (>= MIN_SPLIT_ROWS) gains nothing from queueing, so only the relative bound holds for it
+        # (>= MIN_SPLIT_ROWS) gains nothing from queueing, so only the relative bound holds for it,
+        # and while shedding it never queues behind other waiting work, only behind running batches
+        if rows >= MIN_SPLIT_ROWS and self.shedding and self._waiting_rows():
+            return True
         floor = self.queue_floor_s if rows < MIN_SPLIT_ROWS else 0.0
-        return self.estimated_wait_s() > max(floor, self.queue_factor * self.own_seconds(rows))
+        return self.estimated_wait_s() > max(floor, factor * self.own_seconds(rows))
 
     def _refuse(self) -> Overloaded:
+        self.refusal_share.note(True)
         self.rejected += 1
         if self.metrics is not None:
             self.metrics.rejected_requests.inc()
@@ -354,27 +457,37 @@ class MicroBatcher:
         would take, and a refusal costs no parsing.
         """
         waiting = self._waiting_rows()
-        if not waiting:
+        if self._admits_at_once(waiting):
             return None
-        full = self.max_queued_rows and waiting >= self.max_queued_rows
         wait = self.estimated_wait_s()
+        full = self.max_queued_rows and waiting >= self.max_queued_rows
         capped = self.max_queue_s and wait > self.max_queue_s
-        lenient = max(self.queue_floor_s, self.queue_factor * self.own_seconds(self.max_rows_in(content_length)))
+        lenient = max(self.queue_floor_s, self.factor() * self.own_seconds(self.max_rows_in(content_length)))
         behind = self.queue_factor and wait > lenient
         return self._refuse() if full or capped or behind else None
 
     def admit(self, rows: int) -> None:
         """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
 
-        An empty queue always admits (a request bigger than the bounds still runs,
-        alone), so the bounds shed excess load without starving big requests.
+        An empty queue admits (while shedding: only with a free worker), so a request bigger
+        than the bounds still runs, alone; the batches running count by what they have left, so
+        a refused request's retry is admitted once they finish: the bounds shed excess load
+        without starving big requests.
         """
         waiting = self._waiting_rows()
-        if not waiting:
+        if self._admits_at_once(waiting):
             return
-        too_many = self.max_queued_rows and waiting + rows > self.max_queued_rows
+        too_many = self.max_queued_rows and waiting and waiting + rows > self.max_queued_rows
         if too_many or self.too_long(rows):
             raise self._refuse()
+
+    def reserve(self, rows: int) -> Reservation:
+        """``admit``, then hold the rows as queued until ``submit(reservation=...)`` queues them:
+        requests admitted in the same moment (each parsing its body) then see each other."""
+        self.admit(rows)
+        self.refusal_share.note(False)
+        self._reserved_rows += rows
+        return Reservation(self, rows)
 
     async def submit(
         self,
@@ -383,6 +496,7 @@ class MicroBatcher:
         numerics: np.ndarray,
         *,
         watch: Callable[[], Awaitable[Any]] | None = None,
+        reservation: Reservation | None = None,
     ) -> np.ndarray:
         """Probabilities for these rows; ``watch`` completes when the client disconnects.
 
@@ -391,7 +505,10 @@ class MicroBatcher:
         if self._executor is None or self._loop is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         rows = int(cat_ids.shape[0])
-        self.admit(rows)
+        if reservation is None:
+            self.admit(rows)
+        else:  # admitted by reserve(): now queued for real
+            reservation.release()
         client = ClientWatch(watch) if watch is not None else None
         try:
             step = self._chunk_rows(rows)
@@ -440,14 +557,19 @@ class MicroBatcher:
             self._loop.call_soon(self._dispatch)
         return item.future
 
-    def _pool_rows(self) -> tuple[int, int]:
-        """Rows of the batches in the pool: being computed (the oldest ``workers``), and handed ahead."""
-        rows = list(self._running.values())
-        return sum(rows[: self.workers]), sum(rows[self.workers :])
+    def _free(self) -> bool:
+        """A worker is idle (nothing is handed ahead while one is)."""
+        return self._busy < self.workers
+
+    def _pool_rows(self) -> tuple[list[_Running], list[_Running]]:
+        """Batches in the pool: being computed (the oldest ``workers``), and handed ahead."""
+        batches = list(self._running.values())
+        return batches[: self.workers], batches[self.workers :]
 
     def _waiting_rows(self) -> int:
-        """Rows not being computed yet: the queue plus batches handed ahead to busy workers."""
-        return self._pending_rows + self._pool_rows()[1]
+        """Rows not being computed yet: admitted ones still being parsed, the queue and batches
+        handed ahead to busy workers."""
+        return self._reserved_rows + self._pending_rows + sum(r.rows for r in self._pool_rows()[1])
 
     def _set_depth(self) -> None:
         if self.metrics is not None:
@@ -508,15 +630,21 @@ class MicroBatcher:
                     done.set_exception(exc)
                 self._finished(done, batch)
                 continue
-            running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num)
-            self._running[running] = int(cat.shape[0])
+            entry = _Running(int(cat.shape[0]))
+            running = self._loop.run_in_executor(self._executor, self._infer, batch[0].model, cat, num, entry)
+            self._running[running] = entry
             running.add_done_callback(lambda fut, b=batch: self._finished(fut, b))
         self._set_depth()
 
-    def _infer(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray) -> tuple[np.ndarray, float]:
+    def _infer(
+        self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray, entry: _Running | None = None
+    ) -> tuple[np.ndarray, float]:
         """Probabilities and the seconds ``run`` took, timed in the worker: timing at the event loop
-        would add the loop's own backlog, and the queue estimate would then shed load it can take."""
+        would add the loop's own backlog, and the queue estimate would then shed load it can take.
+        ``entry.started`` tells admission how far along this batch is."""
         start = time.perf_counter()
+        if entry is not None:
+            entry.started = start
         probs = model.run(cat_ids, numerics)
         seconds = time.perf_counter() - start
         if self.metrics is not None:

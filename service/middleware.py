@@ -146,7 +146,7 @@ class AdmissionMiddleware:
         if scope["type"] == "http" and scope.get("path") == self.path:
             refusal = self.saturated(content_length(scope))
             if refusal is not None:
-                retry = [(b"retry-after", str(refusal.retry_after_s).encode())]
-                await send_error(send, 503, str(refusal), retry)
+                headers = [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
+                await send_error(send, 503, str(refusal), headers)
                 return
         await self.app(scope, receive, send)

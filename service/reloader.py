@@ -6,7 +6,10 @@ Redis pub/sub notice on ``<prefix>reload`` and polling of ``<registry>/CURRENT``
 by one lock:
 
 1. open the ONNX session in a worker thread (``load_model`` checks the inputs
-   against the schema and runs a warm-up inference that must be finite and in [0, 1]);
+   against the schema and runs a warm-up inference that must be finite and in [0, 1]),
+   niced below the inference workers: building a session costs a core for ~0.2 s, and
+   that work should never outrank serving (the default thread pool runs at the loop's
+   priority, above the niced workers);
 2. refuse unless the schema signature equals the served one;
 3. make the vocabulary available (embedded: read the files; Redis: the
    version's publish marker must exist, so versions never share ids);
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from service.batcher import lower_thread_priority
 from service.contract import (
     VERSION_PATTERN,
     ReloadNotice,
@@ -46,6 +51,9 @@ from service.shadow import ShadowScorer
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
+
+# A reload's session is built this much nicer than the inference workers: it may take its time.
+LOAD_EXTRA_NICENESS = 5
 
 PUBSUB_RETRY_S = 1.0
 
@@ -81,6 +89,7 @@ class Reloader:
         self._pointer_seen: str | None = None
         self.last_result: dict[str, Any] | None = None
         self.subscribed = asyncio.Event()
+        self._loader: ThreadPoolExecutor | None = None  # one niced thread for building sessions
 
     @property
     def registry(self) -> Path:
@@ -104,6 +113,9 @@ class Reloader:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._loader is not None:
+            self._loader.shutdown(wait=False)
+            self._loader = None
         if self.state.shadow is not None:
             self.state.shadow.close()
 
@@ -193,11 +205,13 @@ class Reloader:
             bundle_dir = self._check_version(version)
         except ReloadRefused as exc:
             raise self._refuse(exc.reason, exc.status_code) from None
+        if self._loader is None:
+            niceness = s.inference_niceness + LOAD_EXTRA_NICENESS
+            self._loader = ThreadPoolExecutor(1, "dlf-load", lower_thread_priority, (niceness,))
         try:
-            model = await asyncio.to_thread(
-                load_model,
-                bundle_dir,
-                options=OrtOptions.from_settings(s),
+            options = OrtOptions.from_settings(s)
+            model = await asyncio.get_running_loop().run_in_executor(
+                self._loader, lambda: load_model(bundle_dir, options=options)
             )
         except Exception as exc:
             raise self._refuse(f"bundle {version} failed to load: {type(exc).__name__}: {exc}") from exc

@@ -57,15 +57,19 @@ async def score_rows(
     full (-> 503 + Retry-After) and ClientGone when ``watch`` reports a disconnect.
     """
     with state.lease() as (model, store, batcher):  # one model reference for the whole request
-        batcher.admit(len(rows))  # shed before spending time on encoding and lookups
-        if body_bytes is not None:  # lets the next refusals happen before their bodies are read
-            batcher.observe_body(body_bytes, len(rows))
-        parsed = parse_records(
-            rows, model.schema, max_rows=state.settings.max_request_rows, row_label=row_label
-        )
-        lookup = await store.lookup(model.version, parsed.unique_keys())
-        cat_ids, oov = assign_ids(parsed, lookup.ids)
-        probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=watch)
+        # shed before spending time on encoding and lookups; the rows count as queued meanwhile
+        reservation = batcher.reserve(len(rows))
+        try:
+            if body_bytes is not None:  # lets the next refusals happen before their bodies are read
+                batcher.observe_body(body_bytes, len(rows))
+            parsed = parse_records(
+                rows, model.schema, max_rows=state.settings.max_request_rows, row_label=row_label
+            )
+            lookup = await store.lookup(model.version, parsed.unique_keys())
+            cat_ids, oov = assign_ids(parsed, lookup.ids)
+            probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=watch, reservation=reservation)
+        finally:
+            reservation.release()
     probs = np.asarray(probs, dtype=np.float32).reshape(-1)
     record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
     return Scored(model.version, model.schema.model_name, probs, oov, lookup.degraded, store)

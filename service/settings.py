@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="Admit a request while the queue ahead of it costs at most this many times its own"
         " inference time (0 = off; only max_queue_ms then).",
     )
+    shedding_queue_factor: float = Field(
+        0.5,
+        ge=0,
+        description="The queue_factor while more than 35 % of recent /predict requests are refused (sustained"
+        " overload: new arrivals refill a freed worker, so a queue only adds latency; requests of 32+ rows then"
+        " never queue behind waiting work); >= queue_factor = off.",
+    )
     queue_floor_ms: float = Field(
         20.0, ge=0, description="For requests under 32 rows the relative bound never goes below this wait (they batch)."
     )

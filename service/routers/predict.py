@@ -24,7 +24,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody reads it, but logs and metri
 
 
 def _overloaded(exc: Overloaded) -> HTTPException:
-    return HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    return HTTPException(status_code=503, detail=str(exc), headers=exc.headers())
 
 
 @router.post(

@@ -167,9 +167,7 @@ async def infer(name: str, request: Request, state: ServiceState = Depends(get_s
     except OIPError as exc:
         return _error(str(exc), exc.status_code)
     except Overloaded as exc:
-        return JSONResponse(
-            {"error": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)}
-        )
+        return JSONResponse({"error": str(exc)}, status_code=503, headers=exc.headers())
     except ClientGone as exc:
         return _error(str(exc), CLIENT_CLOSED_REQUEST)
     except EncodingError as exc:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from service.batcher import MIN_SPLIT_ROWS, BatchCost, ClientGone, MicroBatcher, Overloaded, usable_cores
+from service.batcher import (
+    MIN_SPLIT_ROWS,
+    SHEDDING_ENTER,
+    SHEDDING_LEAVE,
+    BatchCost,
+    ClientGone,
+    MicroBatcher,
+    Overloaded,
+    RefusalShare,
+    usable_cores,
+)
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -336,7 +347,8 @@ async def test_the_queue_wait_bound_uses_the_measured_cost_per_row(
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as info:
             await batcher.submit(gated, *free_rows(bundle_a, 6, 3))  # 1 + 15 + 6 rows = 110 ms > 100
-        assert info.value.queued_rows == 15 and info.value.wait_ms == pytest.approx(80)
+        # 15 queued rows (75 ms) + what the running 1-row batch (5 ms) has left: it has been running
+        assert info.value.queued_rows == 15 and 75 < info.value.wait_ms < 80
         gated.gate.set()
         await asyncio.gather(held, queued, small)
     finally:
@@ -550,3 +562,116 @@ async def test_a_busy_worker_is_handed_its_next_batch_and_admission_counts_it(
     assert [n for _, n in gated.calls] == [1, 45, 2]
     assert batcher.queued_rows == 0
     np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+
+
+async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, gated: GatedModel) -> None:
+    """While shedding, admission sees how far the running batch is: a request that would wait
+    behind a batch just begun is refused, the same request once that batch is nearly done is
+    admitted. Outside shedding an empty queue admits whatever the running batch has left."""
+    batcher = MicroBatcher(
+        workers=1, max_queue_ms=0, queue_factor=2.0, shedding_queue_factor=0.5, queue_floor_ms=0, max_request_rows=1000
+    )
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 40, 3)))
+        await wait_entered(gated)
+        batcher.cost.observe(40, 0.040)  # as if measured: 1 ms per row
+        batcher.cost.observe(80, 0.080)
+        (entry,) = batcher._running.values()
+        assert entry.rows == 40 and entry.started is not None  # written by the worker as it began
+        entry.started = time.perf_counter()  # just begun: ~40 ms left
+        assert batcher.estimated_wait_s() == pytest.approx(0.040, abs=0.005)
+        batcher.admit(40)  # not shedding: the empty queue admits (e.g. a batch slowed by a reload)
+        for _ in range(5):
+            batcher.refusal_share.note(True)  # most recent requests refused: shedding
+        with pytest.raises(Overloaded):
+            batcher.admit(40)  # ~40 ms left > 0.5 x 40 ms of its own
+        assert batcher.shedding
+        entry.started = time.perf_counter() - 0.035  # ~5 ms left
+        assert batcher.estimated_wait_s() == pytest.approx(0.005, abs=0.005)
+        batcher.admit(40)
+        entry.started = time.perf_counter() - 1.0  # overran its estimate: nothing left to wait for
+        assert batcher.estimated_wait_s() == 0.0
+        gated.gate.set()
+        await held
+        assert batcher.estimated_wait_s() == 0.0  # a free worker: no wait at all
+        assert batcher.estimated_wait_s(40) == pytest.approx(batcher.cost.seconds(40))  # only its own rows
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
+async def test_admitted_rows_count_as_queued_until_they_are_submitted(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """Requests admitted in the same moment (before either is parsed and queued) see each other."""
+    batcher = MicroBatcher(workers=1, max_queue_ms=0, queue_factor=1.0, queue_floor_ms=0, max_request_rows=1000)
+    await batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 40, 3)))
+        await wait_entered(gated)
+        batcher.cost.observe(40, 0.040)
+        batcher.cost.observe(80, 0.080)
+        (entry,) = batcher._running.values()
+        entry.started = time.perf_counter()  # just begun: ~40 ms left
+        first = batcher.reserve(40)  # behind ~40 ms of running work: within 1 x its own 40 ms
+        assert batcher.queued_rows == 40
+        with pytest.raises(Overloaded):
+            batcher.reserve(40)  # the same request a moment later also waits for the first one
+        cat, num = free_rows(bundle_a, 40, 1)
+        queued = asyncio.ensure_future(batcher.submit(gated, cat, num, reservation=first))
+        await asyncio.sleep(0)
+        assert not first.held and batcher.queued_rows == 40  # now in the queue instead
+        gated.gate.set()
+        await asyncio.gather(held, queued)
+        abandoned = batcher.reserve(10)  # e.g. its body failed to encode: released, never queued
+        abandoned.release()
+        abandoned.release()  # idempotent
+        assert batcher.queued_rows == 0
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
+def test_a_request_cut_into_more_chunks_than_workers_costs_every_round() -> None:
+    batcher = MicroBatcher(workers=1, max_batch_rows=128)
+    batcher.cost.observe(100, 0.010)
+    batcher.cost.observe(125, 0.0125)
+    # 1000 rows -> 8 chunks of 125 on one worker, one after another
+    assert batcher.own_seconds(1000) == pytest.approx(8 * 0.0125, rel=0.01)
+    two = MicroBatcher(workers=2, max_batch_rows=128)
+    two.cost = batcher.cost
+    assert two.own_seconds(1000) == pytest.approx(4 * 0.0125, rel=0.01)
+
+
+def test_refusal_share_forgets_with_its_half_life() -> None:
+    share = RefusalShare(half_life_s=0.25)
+    for _ in range(3):
+        share.note(True, now=10.0)
+    assert share.share == 1.0
+    share.note(False, now=10.25)  # the three refusals now weigh 1.5
+    assert share.share == pytest.approx(1.5 / 2.5)
+    share.note(False, now=12.25)  # 2 s later: they have all but vanished
+    assert share.share < 0.01
+
+
+def test_sustained_refusals_tighten_the_queue_bound_with_hysteresis() -> None:
+    batcher = MicroBatcher(workers=1, queue_factor=2.0, shedding_queue_factor=0.5)
+    clock = iter(range(1000))
+    note = lambda refused: batcher.refusal_share.note(refused, now=next(clock) * 0.001)  # noqa: E731
+    for _ in range(20):
+        note(False)
+    assert batcher.factor() == 2.0 and not batcher.shedding  # admitting everything: the lenient bound
+    for _ in range(6):
+        note(True)
+    assert 0.2 < batcher.refusal_share.share < SHEDDING_ENTER and batcher.factor() == 2.0  # a few refusals
+    while batcher.refusal_share.share <= SHEDDING_ENTER:
+        note(True)
+    assert batcher.factor() == 0.5 and batcher.shedding  # most requests refused: shedding
+    while batcher.refusal_share.share > (SHEDDING_ENTER + SHEDDING_LEAVE) / 2:
+        note(False)
+    assert batcher.factor() == 0.5  # between the thresholds it stays where it was
+    while batcher.refusal_share.share >= SHEDDING_LEAVE:
+        note(False)
+    assert batcher.factor() == 2.0 and not batcher.shedding
+    assert MicroBatcher(queue_factor=2.0).factor() == 2.0  # no shedding factor: never tightens

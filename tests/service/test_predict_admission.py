@@ -70,12 +70,15 @@ async def test_full_queue_answers_503_with_retry_after_and_counts_it(
         r = await asyncio.wait_for(client.post("/predict", json={"records": [RECORD]}), 10)
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1
+        # the client reconnects, so its retry can land on a less busy process or replica
+        assert r.headers["connection"] == "close"
         assert "queued" in r.json()["detail"]
         # refused before its body is read: not even parsed (this one is not JSON at all)
         unread = await client.post(
             "/predict", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert unread.status_code == 503 and unread.headers["retry-after"]
+        assert unread.headers["connection"] == "close"
         gated.gate.set()
         assert (await held).status_code == 200 and (await queued).status_code == 200
     finally:
