@@ -675,3 +675,15 @@ def test_sustained_refusals_tighten_the_queue_bound_with_hysteresis() -> None:
         note(False)
     assert batcher.factor() == 2.0 and not batcher.shedding
     assert MicroBatcher(queue_factor=2.0).factor() == 2.0  # no shedding factor: never tightens
+
+
+def test_the_small_request_floor_covers_a_running_and_a_next_full_batch() -> None:
+    batcher = MicroBatcher(workers=1, max_batch_rows=128, queue_floor_ms=20, batches_per_worker=2)
+    assert batcher.floor_s() == pytest.approx(0.020)  # nothing measured yet: the setting
+    batcher.cost.observe(128, 0.004)  # a fast model: the setting still holds
+    assert batcher.floor_s() == pytest.approx(0.020)
+    slow = MicroBatcher(workers=1, max_batch_rows=128, queue_floor_ms=20, batches_per_worker=2)
+    slow.cost.observe(128, 0.017)  # a slow machine: two 128-row batches
+    assert slow.floor_s() == pytest.approx(0.034)
+    slow.queue_floor_s = 0.0
+    assert slow.floor_s() == 0.0  # 0 still switches the floor off
