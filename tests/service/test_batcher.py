@@ -564,6 +564,17 @@ async def test_a_busy_worker_is_handed_its_next_batch_and_admission_counts_it(
     np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
 
 
+async def hold_the_worker(batcher: MicroBatcher, gated: GatedModel, bundle: TinyBundle, rows: int) -> asyncio.Future:
+    """Start ``batcher``, keep its one worker busy on a held ``rows``-row batch, and teach its cost
+    model 1 ms per row (as if measured)."""
+    await batcher.start()
+    held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle, rows, 3)))
+    await wait_entered(gated)
+    batcher.cost.observe(40, 0.040)
+    batcher.cost.observe(80, 0.080)
+    return held
+
+
 async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, gated: GatedModel) -> None:
     """While shedding, admission sees how far the running batch is: a request that would wait
     behind a batch just begun is refused, the same request once that batch is nearly done is
@@ -571,12 +582,8 @@ async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, 
     batcher = MicroBatcher(
         workers=1, max_queue_ms=0, queue_factor=2.0, shedding_queue_factor=0.5, queue_floor_ms=0, max_request_rows=1000
     )
-    await batcher.start()
     try:
-        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 40, 3)))
-        await wait_entered(gated)
-        batcher.cost.observe(40, 0.040)  # as if measured: 1 ms per row
-        batcher.cost.observe(80, 0.080)
+        held = await hold_the_worker(batcher, gated, bundle_a, 40)
         (entry,) = batcher._running.values()
         assert entry.rows == 40 and entry.started is not None  # written by the worker as it began
         entry.started = time.perf_counter()  # just begun: ~40 ms left
@@ -606,12 +613,8 @@ async def test_admitted_rows_count_as_queued_until_they_are_submitted(
 ) -> None:
     """Requests admitted in the same moment (before either is parsed and queued) see each other."""
     batcher = MicroBatcher(workers=1, max_queue_ms=0, queue_factor=1.0, queue_floor_ms=0, max_request_rows=1000)
-    await batcher.start()
     try:
-        held = asyncio.ensure_future(batcher.submit(gated, *held_rows(bundle_a, 40, 3)))
-        await wait_entered(gated)
-        batcher.cost.observe(40, 0.040)
-        batcher.cost.observe(80, 0.080)
+        held = await hold_the_worker(batcher, gated, bundle_a, 40)
         (entry,) = batcher._running.values()
         entry.started = time.perf_counter()  # just begun: ~40 ms left
         first = batcher.reserve(40)  # behind ~40 ms of running work: within 1 x its own 40 ms
