@@ -392,7 +392,12 @@ class MicroBatcher:
         if self.shedding_queue_factor is None:
             return self.queue_factor
         share = self.refusal_share.share
-        self.shedding = share > (SHEDDING_LEAVE if self.shedding else SHEDDING_ENTER)
+        shedding = share > (SHEDDING_LEAVE if self.shedding else SHEDDING_ENTER)
+        if shedding != self.shedding:
+            self.shedding = shedding
+            log.info("admission: shedding %s (refusal share %.2f)", "on" if shedding else "off", share)
+            if self.metrics is not None:
+                self.metrics.shedding.set(1 if shedding else 0)
         return min(self.queue_factor, self.shedding_queue_factor) if self.shedding else self.queue_factor
 
     def _admits_at_once(self, waiting: int) -> bool:

@@ -152,6 +152,12 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.shedding = Gauge(
+            "dlf_shedding_processes",
+            "Service processes in shedding mode (most recent /predict requests refused; tighter queue bound).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.inference_workers = Gauge(
             "dlf_inference_workers", "Inference worker threads of the pool.", registry=r, multiprocess_mode="livesum"
         )

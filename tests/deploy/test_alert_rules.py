@@ -15,6 +15,7 @@ REQUIRED = {
     "DlfHighErrorRate",
     "DlfHighLatencyP99",
     "DlfDegradedAnswers",
+    "DlfSheddingLoad",
     "DlfRedisErrors",
     "DlfReloadRefused",
     "DlfModelNotReady",

@@ -659,7 +659,8 @@ def test_refusal_share_forgets_with_its_half_life() -> None:
 
 
 def test_sustained_refusals_tighten_the_queue_bound_with_hysteresis() -> None:
-    batcher = MicroBatcher(workers=1, queue_factor=2.0, shedding_queue_factor=0.5)
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(workers=1, queue_factor=2.0, shedding_queue_factor=0.5, metrics=metrics)
     clock = iter(range(1000))
     note = lambda refused: batcher.refusal_share.note(refused, now=next(clock) * 0.001)  # noqa: E731
     for _ in range(20):
@@ -671,12 +672,14 @@ def test_sustained_refusals_tighten_the_queue_bound_with_hysteresis() -> None:
     while batcher.refusal_share.share <= SHEDDING_ENTER:
         note(True)
     assert batcher.factor() == 0.5 and batcher.shedding  # most requests refused: shedding
+    assert metrics.registry.get_sample_value("dlf_shedding_processes") == 1  # visible to operators
     while batcher.refusal_share.share > (SHEDDING_ENTER + SHEDDING_LEAVE) / 2:
         note(False)
     assert batcher.factor() == 0.5  # between the thresholds it stays where it was
     while batcher.refusal_share.share >= SHEDDING_LEAVE:
         note(False)
     assert batcher.factor() == 2.0 and not batcher.shedding
+    assert metrics.registry.get_sample_value("dlf_shedding_processes") == 0
     assert MicroBatcher(queue_factor=2.0).factor() == 2.0  # no shedding factor: never tightens
 
 
