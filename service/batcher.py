@@ -387,10 +387,10 @@ class MicroBatcher:
         chunks = self._chunks(rows)
         return -(-chunks // self.workers) * self.cost.seconds(rows / chunks)
 
-    def factor(self) -> float:
-        """``queue_factor``, or the tighter ``shedding_queue_factor`` while most requests are refused."""
+    def _update_shedding(self) -> bool:
+        """Enter or leave shedding mode by the recent refusal share (with hysteresis); returns it."""
         if self.shedding_queue_factor is None:
-            return self.queue_factor
+            return False
         share = self.refusal_share.share
         shedding = share > (SHEDDING_LEAVE if self.shedding else SHEDDING_ENTER)
         if shedding != self.shedding:
@@ -398,19 +398,23 @@ class MicroBatcher:
             log.info("admission: shedding %s (refusal share %.2f)", "on" if shedding else "off", share)
             if self.metrics is not None:
                 self.metrics.shedding.set(1 if shedding else 0)
-        return min(self.queue_factor, self.shedding_queue_factor) if self.shedding else self.queue_factor
+        return shedding
+
+    def factor(self) -> float:
+        """``queue_factor``, or the tighter ``shedding_queue_factor`` while most requests are refused."""
+        if self._update_shedding():
+            assert self.shedding_queue_factor is not None
+            return min(self.queue_factor, self.shedding_queue_factor)
+        return self.queue_factor
 
     def _admits_at_once(self, waiting: int) -> bool:
         """Nothing waits and a worker is free; or, unless shedding, nothing waits at all. Outside
-        shedding a busy worker with an empty queue admits whatever it has left: a reload or a
-        burst makes single batches slow, and refusing then failed requests that a moment's wait
-        would have served (10 reloads under load: 2-4 refusals)."""
+        shedding a busy worker with an empty queue admits whatever it has left: a burst or a
+        reload can make one batch slow, and a closed-loop client refused then sits out a whole
+        second of ``Retry-After`` for a wait of milliseconds."""
         if waiting:
             return False
-        if self._free():
-            return True
-        self.factor()  # brings ``shedding`` up to date
-        return not self.shedding
+        return self._free() or not self._update_shedding()
 
     def floor_s(self) -> float:
         """The wait small requests may always have: ``queue_floor_ms``, or the running batch plus
@@ -425,8 +429,8 @@ class MicroBatcher:
         """Whether a ``rows``-row request would wait too long behind the queue.
 
         Two bounds: the queue plus this request must drain within ``max_queue_ms``; and the wait
-        ahead of it must stay within ``queue_factor`` x its own inference time (at least
-        ``queue_floor_ms`` for requests under MIN_SPLIT_ROWS rows), so an admitted request takes
+        ahead of it must stay within ``factor()`` x its own inference time (at least ``floor_s()``
+        for requests under MIN_SPLIT_ROWS rows), so an admitted request takes
         at most about (1 + factor) x its unloaded time whatever its size, while small requests
         still batch behind each other.
         """
