@@ -82,6 +82,7 @@ class Record:
     latency_ms: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
     retry_after_ok: int = 0
+    send_lag_ms: list[float] = field(default_factory=list)  # open loop: how late each request left
 
     def add(self, start: float, latency_ms: float, status: int) -> None:
         self.start.append(start)
@@ -118,6 +119,8 @@ class Load:
         """Send one request on ``conn``; returns the connection to reuse and the Retry-After wait."""
         start = time.perf_counter()
         begin = scheduled if scheduled is not None else start  # open loop: count from the schedule
+        if scheduled is not None:
+            self.record.send_lag_ms.append((start - scheduled) * 1e3)
         try:
             status, retry_after = await conn.send(self.body(), self.timeout)
         except TimeoutError:
@@ -212,7 +215,27 @@ def summarise(record: Record, rows_per_request: int, wall_s: float) -> dict:
         "other_status": sorted({int(s) for s in status if s not in (200, 503, 0, -1, -2)}),
         "wall_s": wall_s,
         "cdf_ms": [float(x) for x in np.percentile(ok, np.linspace(0, 100, 201))] if ok.size else [],
+        "timeline": timeline(record),
+        # open loop: how late requests left this process against their schedule (its own CPU share);
+        # that lateness is inside every latency above, as it would be for a real client
+        "send_lag_p50_ms": percentile(np.array(record.send_lag_ms), 50),
+        "send_lag_p99_ms": percentile(np.array(record.send_lag_ms), 99),
     }
+
+
+def timeline(record: Record, step_s: float = 0.5) -> list[dict]:
+    """Per ``step_s`` of the run (by start time): requests, 200s, 503s and the 200s' p99: where in a
+    run its slow answers were (the start of an overload, or throughout)."""
+    start = np.array(record.start, dtype=np.float64)
+    status = np.array(record.status, dtype=np.int64)
+    lat = np.array(record.latency_ms, dtype=np.float64)
+    out = []
+    for lo in np.arange(0.0, float(start.max()) + step_s if start.size else 0.0, step_s):
+        part = (start >= lo) & (start < lo + step_s)
+        ok = lat[part & (status == 200)]
+        out.append({"from_s": float(lo), "requests": int(part.sum()), "ok": int(ok.size),
+                    "status_503": int((part & (status == 503)).sum()), "p99_ms": percentile(ok, 99)})
+    return out
 
 
 @app.command()

@@ -12,6 +12,7 @@ Redis setup). ``--scrape`` prints the server-side latency histogram after each c
 
 from __future__ import annotations
 
+import resource
 import time
 import uuid
 from pathlib import Path
@@ -96,9 +97,13 @@ def main(
             for rows, conns, rate in parse_cells(cells):
                 bodies = write_bodies(records, rows, work / f"bodies-{rows}.jsonl")
                 before, start = thread_cpu(), time.monotonic()
+                client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 extra = {"rate": rate} if rate else {}
                 res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
                 after, wall = thread_cpu(), time.monotonic() - start
+                client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                client_cpu = sum(getattr(client_after, f) - getattr(client_before, f) for f in ("ru_utime", "ru_stime"))
+                print(f"   cpu {client_cpu / wall:4.2f} cores  load client (warm-up included)")
                 used = sorted(((v - before.get(k, 0)) / 100 / wall, k) for k, v in after.items())[::-1]
                 for cores, (command, thread) in used[:10]:
                     if cores >= 0.05:
@@ -107,6 +112,11 @@ def main(
                     for line in httpx.get(f"{url}/metrics").text.splitlines():
                         if line.startswith("dlf_request_latency_seconds_bucket") and "/predict" in line:
                             print("   ", line)
+                if rate:
+                    print("   per 0.5 s: " + " ".join(
+                        f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}" for b in res["timeline"]
+                    ) + "  (200s/503s:p99 ms of the 200s)")
+                    print(f"   client send lag p50 {res['send_lag_p50_ms']:.1f} ms p99 {res['send_lag_p99_ms']:.1f} ms")
                 shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"
                 print(
                     f"{server_kind} {shape}: {res['rows_per_s']:,.0f} rows/s p50 {res['p50_ms'] or 0:.1f} ms "

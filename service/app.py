@@ -70,16 +70,25 @@ async def _load(state: ServiceState) -> None:
         state.loaded.set()
 
 
+def pool_threads(s: Settings) -> tuple[int, int]:
+    """Inference workers of this process (its share of the cores) and its spread threads (by
+    default the cores the other processes' workers own: a lone big request may use them)."""
+    workers = s.inference_workers or max(1, usable_cores() // s.resolved_processes)
+    spread = max(0, usable_cores() - workers) if s.spread_threads is None else s.spread_threads
+    return workers, spread
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.dlf
     s = state.settings
     state.store = build_feature_store(s, state.metrics)
+    workers, spread_threads = pool_threads(s)
     state.batcher = MicroBatcher(
         enabled=s.batching_enabled,
         max_batch_rows=s.max_batch_rows,
         max_wait_ms=s.max_wait_ms,
-        workers=s.inference_workers or max(1, usable_cores() // s.resolved_processes),
+        workers=workers,
         max_queued_rows=s.max_queued_rows,
         max_queue_ms=s.max_queue_ms,
         queue_factor=s.queue_factor,
@@ -89,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker_niceness=s.inference_niceness,
         inline_rows=s.inline_rows,
         batches_per_worker=s.batches_per_worker,
+        spread_threads=spread_threads,
         metrics=state.metrics,
     )
     await state.batcher.start()

@@ -16,6 +16,11 @@ finished, so there is no timer anywhere:
   ``MIN_SPLIT_ROWS`` rows each) so the workers idle at that moment share it, and
   put back together in order: a 100-row request on an idle 2-core service takes
   half the time;
+- a request that finds the whole pool idle (and the service not shedding) also gives a share of
+  its rows (at least ``MIN_SPLIT_ROWS`` per thread) to ``spread_threads`` extra threads: with one process
+  per core each pool has one worker, and a lone big request would otherwise use one core while
+  ONNX Runtime's own thread pool (what a hand-written server gets by default) uses all of them.
+  Under load the pool is rarely idle, so batching is unchanged;
 - a request of at most ``inline_rows`` rows that finds every worker idle runs on
   the event loop itself: two thread hand-offs cost more than its inference;
 - a busy worker is handed its next batch (``batches_per_worker``) once 32+ rows
@@ -276,14 +281,16 @@ class MicroBatcher:
         worker_niceness: int = 0,
         inline_rows: int = 0,
         batches_per_worker: int = 1,
+        spread_threads: int = 0,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1 or batches_per_worker < 1:
             raise ValueError("max_batch_rows and batches_per_worker must be >= 1")
-        if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness, inline_rows) < 0:
+        if min(workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness, inline_rows,
+               spread_threads) < 0:
             raise ValueError(
-                "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness and inline_rows"
-                " must be >= 0 (0 = auto / no bound / off)"
+                "workers, max_queued_rows, max_queue_ms, queue_factor, queue_floor_ms, worker_niceness, inline_rows"
+                " and spread_threads must be >= 0 (0 = auto / no bound / off)"
             )
         self.enabled = enabled
         self.max_batch_rows = max_batch_rows
@@ -309,6 +316,11 @@ class MicroBatcher:
         # request) gets round to dispatching. Only a queue of >= MIN_SPLIT_ROWS rows is handed
         # ahead; fewer rows keep coalescing while every worker is busy.
         self.batches_per_worker = batches_per_worker
+        # extra threads a big request on an idle pool shares its rows with (0 = none): kept apart from
+        # the workers, so batches handed ahead to a busy worker still wait for it, not for these
+        self.spread_threads = spread_threads
+        self._spreading = 0
+        self._spread_executor: ThreadPoolExecutor | None = None
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
         self.cost = BatchCost()
         self.metrics = metrics
@@ -344,6 +356,13 @@ class MicroBatcher:
                 initializer=lower_thread_priority,
                 initargs=(self.worker_niceness,),
             )
+        if self._spread_executor is None and self.spread_threads:
+            self._spread_executor = ThreadPoolExecutor(
+                max_workers=self.spread_threads,
+                thread_name_prefix="dlf-spread",
+                initializer=lower_thread_priority,
+                initargs=(self.worker_niceness,),
+            )
         if self.metrics is not None:
             self.metrics.inference_workers.set(self.workers)
 
@@ -357,9 +376,10 @@ class MicroBatcher:
         self._set_depth()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in (self._executor, self._spread_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._spread_executor = None
 
     def estimated_wait_s(self, rows: int = 0) -> float:
         """How long the work ahead (plus ``rows`` more) takes, from the measured batch cost.
@@ -527,22 +547,54 @@ class MicroBatcher:
             self.admit(rows)
         else:  # admitted by reserve(): now queued for real
             reservation.release()
+        spread = self._spread_rows(rows)
+        if spread:
+            return await self._submit_spread(model, cat_ids, numerics, rows - spread)
         client = ClientWatch(watch) if watch is not None else None
         try:
-            step = self._chunk_rows(rows)
-            if not self.enabled or rows <= step:
-                return await self._enqueue(model, cat_ids, numerics, client)
-            # Chunks go to whichever workers are free; the answer keeps row order.
-            parts = await asyncio.gather(
-                *(
-                    self._enqueue(model, cat_ids[i : i + step], numerics[i : i + step], client)
-                    for i in range(0, rows, step)
-                )
-            )
-            return np.concatenate(parts)
+            return await self._submit_chunks(model, cat_ids, numerics, client)
         finally:
             if client is not None:
                 client.stop()
+
+    async def _submit_chunks(
+        self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray, client: ClientWatch | None
+    ) -> np.ndarray:
+        rows = int(cat_ids.shape[0])
+        step = self._chunk_rows(rows)
+        if not self.enabled or rows <= step:
+            return await self._enqueue(model, cat_ids, numerics, client)
+        # Chunks go to whichever workers are free; the answer keeps row order.
+        parts = await asyncio.gather(
+            *(self._enqueue(model, cat_ids[i : i + step], numerics[i : i + step], client) for i in range(0, rows, step))
+        )
+        return np.concatenate(parts)
+
+    def _spread_rows(self, rows: int) -> int:
+        """Rows of this request the spread threads take: none unless the whole pool (spread threads
+        included) is idle, nothing else is queued or being admitted, the service is not shedding
+        (then every core is busy anyway), and each thread keeps at least MIN_SPLIT_ROWS rows."""
+        if not (self.enabled and self._spread_executor is not None) or self.shedding:
+            return 0
+        if self._busy or self._spreading or self._pending or self._reserved_rows:
+            return 0
+        threads = min(self.workers + self.spread_threads, rows // MIN_SPLIT_ROWS)
+        if threads <= self.workers:
+            return 0
+        return rows * (threads - self.workers) // threads
+
+    async def _submit_spread(self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray, keep: int) -> np.ndarray:
+        """The first ``keep`` rows through the pool as usual, the rest on the spread threads at once,
+        as one call (the pool was idle, so there is no batch to keep small for latency)."""
+        assert self._loop is not None and self._spread_executor is not None
+        self._spreading += 1
+        tail = self._loop.run_in_executor(self._spread_executor, self._infer, model, cat_ids[keep:], numerics[keep:])
+        tail.add_done_callback(self._spread_done)
+        head, (rest, _) = await asyncio.gather(self._submit_chunks(model, cat_ids[:keep], numerics[:keep], None), tail)
+        return np.concatenate([head, rest])
+
+    def _spread_done(self, _: asyncio.Future[tuple[np.ndarray, float]]) -> None:
+        self._spreading -= 1
 
     def _chunks(self, rows: int, workers: int | None = None) -> int:
         """Chunks a request is cut into: one per (free) worker if each keeps MIN_SPLIT_ROWS, none above

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="Service processes sharing the port under `serve` (0 = one per usable core): one event "
         "loop's Python is the limit for many small requests. Inference threads are split between them.",
     )
+    spread_threads: int | None = Field(
+        None,
+        ge=0,
+        description="Extra threads a request that finds its process's inference pool idle shares its rows with "
+        "(at least 32 rows each), so a lone big request uses every core (None = the usable cores less this process's "
+        "workers; 0 = off). Under load the pool is rarely idle and batching is unchanged.",
+    )
     batches_per_worker: int = Field(
         2,
         ge=1,

@@ -693,3 +693,60 @@ def test_the_small_request_floor_covers_a_running_and_a_next_full_batch() -> Non
     assert slow.floor_s() == pytest.approx(0.034)
     slow.queue_floor_s = 0.0
     assert slow.floor_s() == 0.0  # 0 still switches the floor off
+
+
+async def test_a_big_request_on_an_idle_pool_is_spread_over_the_extra_threads(
+    bundle_a: TinyBundle, counting: CountingModel
+) -> None:
+    """One worker (one process per core) plus one spread thread: a lone 100-row request runs on
+    both, the answer keeps row order; under 2 x MIN_SPLIT_ROWS rows it stays on the worker."""
+    batcher = MicroBatcher(workers=1, spread_threads=1, max_batch_rows=128)
+    await batcher.start()
+    try:
+        cat, num = random_rows(bundle_a, 100, seed=5)
+        got = await batcher.submit(counting, cat, num)
+        np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+        assert sorted(counting.calls) == [50, 50]
+        assert {t.split("_")[0] for t in counting.threads} == {"dlf-infer", "dlf-spread"}
+        counting.calls.clear()
+        small = random_rows(bundle_a, 2 * MIN_SPLIT_ROWS - 1, seed=6)
+        np.testing.assert_allclose(await batcher.submit(counting, *small), bundle_a.forward(*small), atol=1e-6)
+        assert counting.calls == [2 * MIN_SPLIT_ROWS - 1]
+        assert batcher._spreading == 0
+    finally:
+        await batcher.stop()
+
+
+async def test_no_spread_while_the_worker_is_busy_or_the_service_sheds(bundle_a: TinyBundle, gated: GatedModel) -> None:
+    """Under load the spread threads stay out of it: a request that finds the worker busy queues
+    for it whole, and while shedding even an idle pool runs a request on its worker only."""
+    batcher = MicroBatcher(workers=1, spread_threads=1, max_batch_rows=128)
+    try:
+        held = await hold_the_worker(batcher, gated, bundle_a, 40)
+        waiting = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 100, seed=7)))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and batcher.queued_rows == 100  # queued whole, nothing spread
+        gated.gate.set()
+        await asyncio.gather(held, waiting)
+        assert all(name.startswith("dlf-infer") for name, _ in gated.calls)
+        batcher.shedding = True
+        assert batcher._spread_rows(100) == 0
+        batcher.shedding = False
+        assert batcher._spread_rows(100) == 50
+        assert batcher._spread_rows(1000) == 500  # one call each side: the pool was idle
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
+def test_spread_threads_default_to_the_cores_the_other_processes_own(bundle_a: TinyBundle) -> None:
+    """``serve`` with one process per core: each pool gets one worker and cores - 1 spread threads;
+    one process already has a worker per core and gets none."""
+    from service.app import pool_threads
+    from service.settings import Settings
+
+    cores = usable_cores()
+    assert pool_threads(Settings(processes=cores)) == (max(1, cores // cores), cores - 1)
+    assert pool_threads(Settings(processes=1)) == (cores, 0)
+    assert pool_threads(Settings(processes=1, spread_threads=3)) == (cores, 3)
+    assert pool_threads(Settings(processes=1, inference_workers=1)) == (1, cores - 1)
