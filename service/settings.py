@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         le=19,
         description="Nice increment of the inference threads, so the event loop preempts them (0 = off).",
     )
+    gc_freeze: bool = Field(
+        True,
+        description="After the first model load, gc.freeze() what is alive: a full collection of those "
+        "objects stopped the event loop for ~50 ms under load (off in the test suite, which builds many apps).",
+    )
     ort_intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime intra-op threads per worker (0 = ORT default)."
     )

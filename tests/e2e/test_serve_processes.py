@@ -36,7 +36,8 @@ def test_two_processes_share_a_port_metrics_and_reloads(tmp_path: Path) -> None:
     write_tiny_bundle(registry, version=VERSION_A)
     write_tiny_bundle(registry, version=VERSION_B, seed=1, make_current=False)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DLF_REGISTRY": str(registry), "DLF_ADMIN_TOKEN": TOKEN}
+    # DLF_GC_FREEZE as shipped (tests/conftest.py turns it off for in-process apps)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DLF_REGISTRY": str(registry), "DLF_ADMIN_TOKEN": TOKEN, "DLF_GC_FREEZE": "true"}
     env.pop("REDIS_URL", None)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "serve.log").open("w")
