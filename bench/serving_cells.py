@@ -75,11 +75,12 @@ def main(
     seconds: float = typer.Option(5.0),
     scrape: bool = typer.Option(False, help="print the server-side latency histogram after each cell"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
+    n_records: int = typer.Option(4000, "--records", help="distinct Frappe rows the bodies draw from"),
 ) -> None:
     version = resolve_current(registry)
     if version is None:
         raise typer.BadParameter(f"no bundle in {registry}", param_hint="--registry")
-    records = frappe_records(FRAPPE, 4000)
+    records = frappe_records(FRAPPE, n_records)
     prefix = f"cells-{uuid.uuid4().hex[:8]}:"
     if server_kind == "service":
         publish(registry, version, redis_url, prefix)
@@ -110,7 +111,9 @@ def main(
                         print(f"   cpu {cores:4.2f} cores  {thread:14s} {command}")
                 if scrape:
                     for line in httpx.get(f"{url}/metrics").text.splitlines():
-                        if line.startswith("dlf_request_latency_seconds_bucket") and "/predict" in line:
+                        if (
+                            line.startswith("dlf_request_latency_seconds_bucket") and "/predict" in line
+                        ) or line.startswith(("dlf_feature_cache_hits_total", "dlf_feature_cache_misses_total")):
                             print("   ", line)
                 if rate:
                     print("   per 0.5 s: " + " ".join(

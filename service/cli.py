@@ -69,9 +69,12 @@ def serve(
         from service.processes import serve_processes
 
         raise typer.Exit(serve_processes(host, port, group, settings.log_level, access_log))
+    from service.http_protocol import http_protocol
+
     uvicorn.run(
         "service.app:app_factory",
         factory=True,
+        http=http_protocol(),
         host=host,
         port=port,
         log_level=settings.log_level,

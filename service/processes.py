@@ -83,9 +83,12 @@ def _child(host: str, port: int, log_level: str, access_log: bool) -> None:
     configure_logging(Settings().log_format, log_level)
     sock = listening_socket(host, port)
     drain = os.environ.get("DLF_DRAIN_TIMEOUT_S")  # deploy/docker/serve.sh's graceful-shutdown bound
+    from service.http_protocol import http_protocol
+
     config = uvicorn.Config(
         "service.app:app_factory",
         factory=True,
+        http=http_protocol(),
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=int(float(drain)) if drain else None,
