@@ -59,7 +59,10 @@ class Settings(BaseSettings):
         description="Upper bound on waiting for company; the pool never waits while a worker is free.",
     )
     inference_workers: int = Field(
-        0, ge=0, description="Inference worker threads, each running whole batches (0 = usable cores)."
+        0,
+        ge=0,
+        description="Inference worker threads of each process, each running whole batches (0 = its share of the"
+        " usable cores: usable cores / processes).",
     )
     max_queued_rows: int = Field(
         0,
