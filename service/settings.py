@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="Cap on the estimated queue wait (measured batch cost of the queued rows); beyond -> 503 (0 = no cap).",
     )
     queue_factor: float = Field(
-        2.0,
+        0.5,
         ge=0,
         description="Admit a request while the queue ahead of it costs at most this many times its own"
         " inference time (0 = off; only max_queue_ms then).",
@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         ge=0,
         description="The queue_factor while more than 35 % of recent /predict requests are refused (sustained"
         " overload: new arrivals refill a freed worker, so a queue only adds latency; requests of 32+ rows then"
-        " never queue behind waiting work); >= queue_factor = off.",
+        " never queue behind waiting work, and a busy pool no longer admits on an empty queue); above queue_factor"
+        " it changes nothing but those two rules.",
     )
     queue_floor_ms: float = Field(
         20.0, ge=0, description="For requests under 32 rows the relative bound never goes below this wait (they batch)."
