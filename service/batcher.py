@@ -513,17 +513,16 @@ class MicroBatcher:
         without starving big requests.
         """
         waiting = self._waiting_rows()
-        if self._admits_at_once(waiting):
-            return
-        too_many = self.max_queued_rows and waiting and waiting + rows > self.max_queued_rows
-        if too_many or self.too_long(rows):
-            raise self._refuse()
+        if not self._admits_at_once(waiting):
+            too_many = self.max_queued_rows and waiting and waiting + rows > self.max_queued_rows
+            if too_many or self.too_long(rows):
+                raise self._refuse()  # notes the refusal
+        self.refusal_share.note(False)
 
     def reserve(self, rows: int) -> Reservation:
         """``admit``, then hold the rows as queued until ``submit(reservation=...)`` queues them:
         requests admitted in the same moment (each parsing its body) then see each other."""
         self.admit(rows)
-        self.refusal_share.note(False)
         self._reserved_rows += rows
         return Reservation(self, rows)
 
