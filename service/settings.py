@@ -81,10 +81,11 @@ class Settings(BaseSettings):
         " inference time (0 = off; only max_queue_ms then).",
     )
     shedding_queue_factor: float = Field(
-        0.5,
+        0.0,
         ge=0,
         description="The queue_factor while more than 35 % of recent /predict requests are refused (sustained"
-        " overload: new arrivals refill a freed worker, so a queue only adds latency; requests of 32+ rows then"
+        " overload: new arrivals refill a freed worker, so a queue only adds latency; 0 = a request of 32+ rows is"
+        " admitted only to a free worker, smaller ones keep queue_floor_ms; requests of 32+ rows then"
         " never queue behind waiting work, and a busy pool no longer admits on an empty queue); above queue_factor"
         " it changes nothing but those two rules.",
     )

@@ -608,6 +608,36 @@ async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, 
         await batcher.stop()
 
 
+async def test_shedding_factor_zero_admits_big_requests_only_to_a_free_worker(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """The default shedding factor 0: while shedding, a 32+-row request is refused behind any
+    running batch however nearly done it is, and admitted once a worker is free; a small request
+    keeps its floor (it batches)."""
+    batcher = MicroBatcher(
+        workers=1, max_queue_ms=0, queue_factor=0.5, shedding_queue_factor=0.0, queue_floor_ms=20,
+        max_request_rows=1000,
+    )
+    try:
+        held = await hold_the_worker(batcher, gated, bundle_a, 40)
+        (entry,) = batcher._running.values()
+        entry.started = time.perf_counter() - 0.039  # ~1 ms left
+        batcher.admit(40)  # not shedding: 1 ms behind is within 0.5 x its own 40 ms
+        for _ in range(5):
+            batcher.refusal_share.note(True)
+        with pytest.raises(Overloaded):
+            batcher.admit(40)  # shedding: any wait at all refuses a big request
+        assert batcher.shedding and batcher.factor() == 0.0
+        assert batcher.saturated(None) is None  # before the body: it might be a small request
+        batcher.admit(8)  # a small one: ~1 ms is within its floor
+        gated.gate.set()
+        await held
+        batcher.admit(40)  # the worker is free: admitted
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
 async def test_admitted_rows_count_as_queued_until_they_are_submitted(
     bundle_a: TinyBundle, gated: GatedModel
 ) -> None:
