@@ -12,6 +12,7 @@ import pytest
 
 from service.batcher import (
     MIN_SPLIT_ROWS,
+    MIN_SPREAD_ROWS,
     SHEDDING_ENTER,
     SHEDDING_LEAVE,
     BatchCost,
@@ -729,7 +730,8 @@ async def test_a_big_request_on_an_idle_pool_is_spread_over_the_extra_threads(
     bundle_a: TinyBundle, counting: CountingModel
 ) -> None:
     """One worker (one process per core) plus one spread thread: a lone 100-row request runs on
-    both, the answer keeps row order; under 2 x MIN_SPLIT_ROWS rows it stays on the worker."""
+    both, the answer keeps row order; so does a 10-row one (the pool is idle: only latency counts);
+    under 2 x MIN_SPREAD_ROWS rows it stays on the worker."""
     batcher = MicroBatcher(workers=1, spread_threads=1, max_batch_rows=128)
     await batcher.start()
     try:
@@ -739,9 +741,13 @@ async def test_a_big_request_on_an_idle_pool_is_spread_over_the_extra_threads(
         assert sorted(counting.calls) == [50, 50]
         assert {t.split("_")[0] for t in counting.threads} == {"dlf-infer", "dlf-spread"}
         counting.calls.clear()
-        small = random_rows(bundle_a, 2 * MIN_SPLIT_ROWS - 1, seed=6)
+        ten = random_rows(bundle_a, 10, seed=8)
+        np.testing.assert_allclose(await batcher.submit(counting, *ten), bundle_a.forward(*ten), atol=1e-6)
+        assert sorted(counting.calls) == [5, 5]
+        counting.calls.clear()
+        small = random_rows(bundle_a, 2 * MIN_SPREAD_ROWS - 1, seed=6)
         np.testing.assert_allclose(await batcher.submit(counting, *small), bundle_a.forward(*small), atol=1e-6)
-        assert counting.calls == [2 * MIN_SPLIT_ROWS - 1]
+        assert counting.calls == [2 * MIN_SPREAD_ROWS - 1]
         assert batcher._spreading == 0
     finally:
         await batcher.stop()
@@ -752,7 +758,7 @@ async def test_no_spread_while_the_worker_is_busy_or_the_service_sheds(bundle_a:
     for it whole, and while shedding even an idle pool runs a request on its worker only."""
     batcher = MicroBatcher(workers=1, spread_threads=1, max_batch_rows=128)
     try:
-        held = await hold_the_worker(batcher, gated, bundle_a, 40)
+        held = await hold_the_worker(batcher, gated, bundle_a, 2 * MIN_SPREAD_ROWS - 1)  # too few to spread
         waiting = asyncio.ensure_future(batcher.submit(gated, *free_rows(bundle_a, 100, seed=7)))
         await asyncio.sleep(0.05)
         assert not waiting.done() and batcher.queued_rows == 100  # queued whole, nothing spread
