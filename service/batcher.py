@@ -699,7 +699,7 @@ class MicroBatcher:
                 # alone on an idle pool: run it here; two thread hand-offs cost more than it does
                 done: asyncio.Future[tuple[np.ndarray, float]] = self._loop.create_future()
                 try:
-                    done.set_result(self._infer(batch[0].model, cat, num))
+                    done.set_result(self._infer(batch[0].model, cat, num, lone=True))
                 except Exception as exc:  # noqa: BLE001 - the batch's requests get it, as from a worker
                     done.set_exception(exc)
                 self._finished(done, batch)
@@ -711,15 +711,22 @@ class MicroBatcher:
         self._set_depth()
 
     def _infer(
-        self, model: Runnable, cat_ids: np.ndarray, numerics: np.ndarray, entry: _Running | None = None
+        self,
+        model: Runnable,
+        cat_ids: np.ndarray,
+        numerics: np.ndarray,
+        entry: _Running | None = None,
+        lone: bool = False,
     ) -> tuple[np.ndarray, float]:
         """Probabilities and the seconds ``run`` took, timed in the worker: timing at the event loop
         would add the loop's own backlog, and the queue estimate would then shed load it can take.
-        ``entry.started`` tells admission how far along this batch is."""
+        ``entry.started`` tells admission how far along this batch is. ``lone`` (the inline path:
+        every worker idle) uses the model's ``run_lone`` where it has one."""
         start = time.perf_counter()
         if entry is not None:
             entry.started = start
-        probs = model.run(cat_ids, numerics)
+        run = getattr(model, "run_lone", model.run) if lone else model.run
+        probs = run(cat_ids, numerics)
         seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.inference_latency.observe(seconds)

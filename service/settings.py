@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     ort_allow_spinning: bool = Field(
         False, description="Let idle ORT intra-op threads spin (burns CPU the event loop needs)."
     )
+    ort_single_row_session: bool = Field(
+        True,
+        description="Also open a session with the batch dimension fixed to 1 for 1-row calls (its shape"
+        " arithmetic folds away: 523 -> 322 nodes and ~20 % less time per call on the Frappe graph).",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints (unset = disabled)."
     )

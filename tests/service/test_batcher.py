@@ -481,6 +481,32 @@ async def test_a_tiny_request_on_an_idle_pool_runs_on_the_loop_and_otherwise_on_
     assert threads[4].startswith("dlf-infer") and beside.shape == (1,)
 
 
+class LoneAwareModel(CountingModel):
+    """Also counts the calls that came through ``run_lone`` (LoadedModel's fixed-batch path)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__(model)
+        self.lone: list[int] = []
+
+    def run_lone(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:
+        self.lone.append(int(cat_ids.shape[0]))
+        return self.model.run_lone(cat_ids, numerics)
+
+
+async def test_only_the_inline_path_calls_run_lone(bundle_a: TinyBundle) -> None:
+    model = LoneAwareModel(load_model(bundle_a.path, intra_op_threads=1))
+    batcher = MicroBatcher(workers=1, inline_rows=4)
+    await batcher.start()
+    try:
+        cat, num = free_rows(bundle_a, 1, 0)
+        got = await batcher.submit(model, cat, num)  # idle pool, 1 row: inline, through run_lone
+        await batcher.submit(model, *free_rows(bundle_a, 10, 1))  # a worker: plain run
+    finally:
+        await batcher.stop()
+    np.testing.assert_allclose(got, bundle_a.forward(cat, num), atol=1e-6)
+    assert model.lone == [1] and model.calls == [10]
+
+
 async def test_an_inline_failure_fails_its_request_and_the_pool_goes_on(bundle_a: TinyBundle) -> None:
     class Failing:
         def run(self, cat_ids: np.ndarray, numerics: np.ndarray) -> np.ndarray:

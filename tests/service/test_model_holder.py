@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.model_holder import CPU, CUDA, ModelHolder, choose_providers, load_model, resolve_version
+from service.model_holder import (
+    CPU,
+    CUDA,
+    ModelHolder,
+    OrtOptions,
+    batch_dim,
+    choose_providers,
+    load_model,
+    resolve_version,
+)
 from service.testing import VERSION_A, VERSION_B, TinyBundle
 
 
@@ -42,6 +52,46 @@ def test_run_matches_numpy_reference(bundle_a: TinyBundle) -> None:
     ]
     cat, num = bundle_a.encode(records)
     np.testing.assert_allclose(model.run(cat, num), bundle_a.reference(records), atol=1e-6)
+
+
+class CountingSession:
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.calls = 0
+
+    def run(self, *args: object) -> list[np.ndarray]:
+        self.calls += 1
+        return self.session.run(*args)
+
+
+def test_one_row_calls_use_a_session_with_the_batch_fixed_to_one(bundle_a: TinyBundle) -> None:
+    """A lone 1-row call (``run_lone``) runs on the fixed-batch session (same probabilities as the
+    reference), other calls on the dynamic session; the fixed one really refuses 2 rows; the
+    option turns it off."""
+    model = load_model(bundle_a.path, intra_op_threads=1)
+    assert batch_dim(model.session) == "batch"
+    single = model.single_row_session
+    assert single is not None
+    records = [
+        {"user": "u2", "item": "abc", "daytime": "evening", "city": "oslo", "price": 0.5, "rating": 2},
+        {"user": "zz", "item": 1.5, "daytime": None, "city": "paris", "price": None, "rating": -3.25},
+    ]
+    cat, num = bundle_a.encode(records)
+    reference = bundle_a.reference(records)
+    np.testing.assert_allclose(model.run_lone(cat[:1], num[:1]), reference[:1], atol=1e-6)
+    np.testing.assert_allclose(model.run(cat[:1], num[:1]), reference[:1], atol=1e-6)
+    np.testing.assert_allclose(model.run_lone(cat, num), reference, atol=1e-6)  # 2 rows: dynamic session
+    feeds = {model.schema.cat_input: cat.astype(np.int64), model.schema.num_input: num.astype(np.float32)}
+    assert len(model.session.run(None, feeds)[0]) == 2  # the dynamic session takes these feeds
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        single.run(None, feeds)  # two rows: the batch dimension is fixed to 1 there
+    counted = dataclasses.replace(model, single_row_session=CountingSession(single))
+    counted.run_lone(cat[:1], num[:1])
+    counted.run(cat[:1], num[:1])  # not lone: the dynamic session
+    counted.run_lone(cat, num)  # 2 rows: the dynamic session
+    assert counted.single_row_session.calls == 1
+    off = load_model(bundle_a.path, options=OrtOptions(single_row_session=False))
+    assert off.single_row_session is None
 
 
 def test_schema_and_onnx_inputs_must_agree(bundle_a: TinyBundle) -> None:
