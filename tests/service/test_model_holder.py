@@ -94,6 +94,26 @@ def test_one_row_calls_use_a_session_with_the_batch_fixed_to_one(bundle_a: TinyB
     assert off.single_row_session is None
 
 
+def test_a_single_row_session_that_fails_to_build_leaves_the_model_serving(
+    bundle_a: TinyBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ort.InferenceSession
+    opened: list[int] = []
+
+    def second_fails(*args: object, **kwargs: object) -> ort.InferenceSession:
+        opened.append(1)
+        if len(opened) == 2:
+            raise RuntimeError("no memory for a second session")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("service.model_holder.ort.InferenceSession", second_fails)
+    model = load_model(bundle_a.path, intra_op_threads=1)
+    assert len(opened) == 2 and model.single_row_session is None
+    cat, num = bundle_a.encode([{"user": "u2", "item": "abc", "daytime": "evening", "city": "oslo", "price": 0.5,
+                                 "rating": 2}])
+    assert model.run_lone(cat, num).shape == (1,)
+
+
 def test_schema_and_onnx_inputs_must_agree(bundle_a: TinyBundle) -> None:
     schema_path = bundle_a.path / "schema.json"
     data = json.loads(schema_path.read_text())
