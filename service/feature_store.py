@@ -1,4 +1,4 @@
-"""The feature-id store interface, its in-process LRU cache and the backend factory.
+"""The feature-id store interface, its in-process cache and the backend factory.
 
 Two backends resolve ``(version, field, raw key) -> id``: the embedded one reads
 the bundle's vocab files (single machine, no Redis), the Redis one shares the
@@ -8,7 +8,6 @@ does not care which one runs.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,38 +54,65 @@ class FeatureStore(Protocol):
     async def close(self) -> None: ...
 
 
-class LRUCache:
-    """A bounded mapping that forgets the least recently used entry first (maxsize 0 = disabled)."""
+class GenerationalCache:
+    """A bounded cache of ``key -> value`` per scope (e.g. one bundle version's field), looked up a
+    request's keys at a time, that forgets what was not used for about ``maxsize`` insertions.
+
+    Two generations of plain dicts: new and re-used entries go to the young one; when it holds
+    ``maxsize // 2`` entries it becomes the old one and the previous old one is dropped, so an
+    entry used at least once per generation stays, and at most ``maxsize`` entries are held. An
+    approximation of LRU, chosen over an ``OrderedDict`` LRU (or cachetools') because a hit here is
+    one dict comprehension over the request's keys instead of a Python call, a tuple and a
+    ``move_to_end`` per key: 77 -> 37 us for the 268 distinct keys of a 100-row Frappe request
+    (all cached; a timing script, not kept).
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 0:
             raise ValueError(f"maxsize must be >= 0, got {maxsize}")
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._young: dict[Hashable, dict[str, Any]] = {}
+        self._old: dict[Hashable, dict[str, Any]] = {}
+        self._young_size = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._young_size + sum(len(d) for d in self._old.values())
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._data
+    def get_many(self, scope: Hashable, keys: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+        """(found ``key -> value``, keys not cached) for ``keys`` of ``scope``."""
+        young = self._young.get(scope)
+        found = {k: young[k] for k in keys if k in young} if young else {}
+        if len(found) == len(keys):
+            return found, []
+        old = self._old.get(scope, {})
+        missing: list[str] = []
+        revived: dict[str, Any] = {}
+        for k in keys:
+            if k in found:
+                continue
+            if k in old:
+                revived[k] = old[k]
+            else:
+                missing.append(k)
+        if revived:
+            found.update(revived)
+            self.put_many(scope, revived)  # used again: into the young generation
+        return found, missing
 
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        try:
-            self._data.move_to_end(key)
-        except KeyError:
-            return default
-        return self._data[key]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        if self.maxsize == 0:
+    def put_many(self, scope: Hashable, items: Mapping[str, Any]) -> None:
+        if self.maxsize == 0 or not items:
             return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        young = self._young.setdefault(scope, {})
+        before = len(young)
+        young.update(items)
+        self._young_size += len(young) - before
+        if self._young_size >= max(1, self.maxsize // 2):
+            self._old, self._young, self._young_size = self._young, {}, 0
 
     def clear(self) -> None:
-        self._data.clear()
+        self._young.clear()
+        self._old.clear()
+        self._young_size = 0
 
 
 def build_feature_store(settings: Settings, metrics: ServiceMetrics | None = None) -> FeatureStore:

@@ -1,4 +1,4 @@
-"""Feature ids in Redis, shared by all replicas, with an LRU cache in front.
+"""Feature ids in Redis, shared by all replicas, with an in-process cache in front.
 
 The key layout (one hash per bundle version and field, plus a completeness
 marker written last, all of one version under one ``{<version>}`` hash tag) and
@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from service.contract import BundleSchema, marker_key, publish_vocab, vocab_key
-from service.feature_store import Lookup, LRUCache, StoreStatus
+from service.feature_store import GenerationalCache, Lookup, StoreStatus
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -62,7 +62,7 @@ def connect(url: str, timeout_s: float = 0.25, *, cluster: bool = False) -> aior
 
 
 class RedisFeatureStore:
-    """``FeatureStore`` over Redis hashes with an in-process LRU cache keyed by (version, field, key)."""
+    """``FeatureStore`` over Redis hashes with an in-process cache per (version, field)."""
 
     backend = "redis"
 
@@ -82,7 +82,7 @@ class RedisFeatureStore:
         # the whole lookup so a dead shard costs a request at most this long (then degraded + backoff).
         self.round_trip_timeout_s = round_trip_timeout_s
         self.prefix = prefix
-        self.cache = LRUCache(cache_size)
+        self.cache = GenerationalCache(cache_size)
         self.retry_backoff_s = retry_backoff_s
         self.publish_on_start = publish_on_start
         self.metrics = metrics
@@ -137,18 +137,17 @@ class RedisFeatureStore:
         self._down_until = 0.0
 
     async def lookup(self, version: str, keys: Mapping[str, Collection[str]]) -> Lookup:
-        ids: dict[str, dict[str, int]] = {name: {} for name in keys}
+        ids: dict[str, dict[str, int]] = {}
         missing: dict[str, list[str]] = {}
         hits = 0
         for name, wanted in keys.items():
-            for k in wanted:
-                cached = self.cache.get((version, name, k))
-                if cached is None:
-                    missing.setdefault(name, []).append(k)
-                    continue
-                hits += 1
-                if cached != UNKNOWN:
-                    ids[name][k] = cached
+            found, absent = self.cache.get_many((version, name), wanted)
+            hits += len(found)
+            if UNKNOWN in found.values():  # cached "not in the vocab": OOV, so not an id
+                found = {k: v for k, v in found.items() if v != UNKNOWN}
+            ids[name] = found
+            if absent:
+                missing[name] = absent
         if self.metrics is not None:
             self.metrics.cache_hits.inc(hits)
             self.metrics.cache_misses.inc(sum(len(v) for v in missing.values()))
@@ -176,11 +175,9 @@ class RedisFeatureStore:
             return Lookup(ids=ids, degraded=True)
         self._published.add(version)
         for name, found in zip(fields, values, strict=True):
-            for k, v in zip(missing[name], found, strict=True):
-                id_ = int(v) if v is not None else UNKNOWN
-                self.cache.put((version, name, k), id_)
-                if id_ != UNKNOWN:
-                    ids[name][k] = id_
+            resolved = {k: int(v) if v is not None else UNKNOWN for k, v in zip(missing[name], found, strict=True)}
+            self.cache.put_many((version, name), resolved)
+            ids[name].update((k, v) for k, v in resolved.items() if v != UNKNOWN)
         return Lookup(ids=ids)
 
     async def status(self, version: str) -> StoreStatus:

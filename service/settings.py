@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     redis_publish_on_start: bool = Field(
         False, description="Publish the served bundle's vocab to Redis at startup when it is missing."
     )
-    feature_cache_size: int = Field(100_000, ge=0, description="In-process LRU entries for Redis lookups.")
+    feature_cache_size: int = Field(100_000, ge=0, description="Most feature ids cached in-process in front of Redis (0 = off).")
     max_request_rows: int = Field(1000, ge=1, description="Rows per /predict request (more -> 422).")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1, description="Request body limit (more -> 413).")
     batching_enabled: bool = Field(True, description="Coalesce concurrent requests into one ONNX call.")

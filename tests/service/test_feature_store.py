@@ -1,4 +1,4 @@
-"""LRU cache, the embedded store and the backend factory."""
+"""The lookup cache, the embedded store and the backend factory."""
 
 from __future__ import annotations
 
@@ -6,39 +6,48 @@ import pytest
 
 from service.contract import load_schema
 from service.embedded_store import EmbeddedFeatureStore
-from service.feature_store import FeatureStore, LRUCache, build_feature_store
+from service.feature_store import FeatureStore, GenerationalCache, build_feature_store
 from service.redis_store import RedisFeatureStore
 from service.settings import Settings
 from service.testing import VERSION_A, VERSION_B, TinyBundle
 
 
-def test_lru_evicts_least_recently_used() -> None:
-    cache = LRUCache(2)
-    cache.put("a", 1)
-    cache.put("b", 2)
-    assert cache.get("a") == 1  # "a" is now the most recent
-    cache.put("c", 3)
-    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
-    assert len(cache) == 2
-    cache.put("a", 10)  # update keeps size
-    assert len(cache) == 2 and cache.get("a") == 10
-    assert cache.get("missing", -5) == -5
+def test_cache_forgets_what_was_not_used_for_a_generation() -> None:
+    cache = GenerationalCache(4)  # generations of 2 entries
+    assert cache.get_many("s", {"a"}) == ({}, ["a"])
+    cache.put_many("s", {"a": 1, "b": 2})  # the young generation is full: it becomes the old one
+    assert cache.get_many("s", {"a", "x"}) == ({"a": 1}, ["x"])  # "a" used again: young again
+    cache.put_many("s", {"c": 3})  # young {a, c} is full: old {b} is dropped
+    found, missing = cache.get_many("s", {"a", "b", "c"})
+    assert found == {"a": 1, "c": 3} and missing == ["b"]
+    cache.put_many("s", {"a": 10})  # an update replaces the value
+    assert cache.get_many("s", ["a"])[0] == {"a": 10}
 
 
-def test_lru_zero_size_disables_and_negative_rejected() -> None:
-    cache = LRUCache(0)
-    cache.put("a", 1)
-    assert len(cache) == 0 and cache.get("a") is None
+def test_cache_stays_within_its_size() -> None:
+    cache = GenerationalCache(100)
+    for i in range(1000):
+        cache.put_many("s", {str(i): i})
+        assert len(cache) <= 100
+    assert cache.get_many("s", {"999"})[0] == {"999": 999}  # the newest survive
+    assert cache.get_many("s", {"0"})[1] == ["0"]
+
+
+def test_cache_zero_size_disables_and_negative_rejected() -> None:
+    cache = GenerationalCache(0)
+    cache.put_many("s", {"a": 1})
+    assert len(cache) == 0 and cache.get_many("s", {"a"}) == ({}, ["a"])
     with pytest.raises(ValueError):
-        LRUCache(-1)
+        GenerationalCache(-1)
 
 
-def test_lru_keys_with_versions_do_not_collide() -> None:
-    cache = LRUCache(10)
-    cache.put((VERSION_A, "item", "266"), 1)
-    cache.put((VERSION_B, "item", "266"), 7)
-    assert cache.get((VERSION_A, "item", "266")) == 1
-    assert cache.get((VERSION_B, "item", "266")) == 7
+def test_cache_scopes_with_versions_do_not_collide() -> None:
+    cache = GenerationalCache(10)
+    cache.put_many((VERSION_A, "item"), {"266": 1})
+    cache.put_many((VERSION_B, "item"), {"266": 7})
+    assert cache.get_many((VERSION_A, "item"), {"266"})[0] == {"266": 1}
+    assert cache.get_many((VERSION_B, "item"), {"266"})[0] == {"266": 7}
+    assert cache.get_many((VERSION_A, "user"), {"266"})[1] == ["266"]
 
 
 async def test_embedded_store_resolves_known_keys_only(bundle_a: TinyBundle) -> None:

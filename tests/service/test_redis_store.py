@@ -103,7 +103,7 @@ async def test_unreachable_redis_degrades_without_raising(bundle_a: TinyBundle) 
         connect(f"redis://127.0.0.1:{closed_port()}/0", timeout_s=0.2), retry_backoff_s=60, metrics=metrics
     )
     await store.prepare(bundle_a.path, load_schema(bundle_a.path))  # must not raise
-    store.cache.put((VERSION_A, "item", "266"), 1)
+    store.cache.put_many((VERSION_A, "item"), {"266": 1})
     result = await store.lookup(VERSION_A, {"item": {"266", "267"}})
     assert result.degraded and result.ids == {"item": {"266": 1}}
     # prepare failed first and opened the backoff window: the lookup did not even try Redis
