@@ -107,6 +107,8 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
         rl = rob["reloads"]
         failed = rl["requests"] - rl["ok"]  # anything but 200
         reload_ok = all(a[0] == 200 and a[1] == "ok" for a in rl["reload_answers"])
+        # every process of the group on the new version before the next reload (older runs: no 4th item)
+        reload_ok &= all(len(a) < 4 or a[3] is not None for a in rl["reload_answers"])
         reload_ok &= bool(rl.get("load_ran_through_all_reloads"))
         out.append(
             (
@@ -253,7 +255,8 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
             "",
             f"- 10 hot reloads (`POST /admin/reload`, alternating two versions): {rl['requests']} requests, "
             f"{rl['ok']} answered 200, {rl['status_503']} x 503, {rl['timeouts']} timeouts, "
-            f"{rl['errors']} other errors; reload answers {[tuple(a[:2]) for a in rl['reload_answers']]}.",
+            f"{rl['errors']} other errors; reload answers {[tuple(a[:2]) for a in rl['reload_answers']]}"
+            + _settled(rl["reload_answers"]) + ".",
             f"- Redis stopped for a third of the run, then restarted: {ro['requests']} requests, {ro['ok']} "
             f"answered 200, {ro['status_503']} x 503, {ro['timeouts']} timeouts, {ro['errors']} other errors; "
             f"a probe with unseen values while Redis was down got (status, degraded) = "
@@ -275,3 +278,13 @@ def write_report(result: dict[str, Any], doc: Path, img: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     doc.write_text(text)
+
+
+def _settled(answers: list[list]) -> str:
+    """How long each reload took to reach every process (bench/robustness.py ``group_settled_s``)."""
+    times = [a[3] for a in answers if len(a) >= 4]
+    if not times:
+        return ""
+    if any(t is None for t in times):
+        return "; some reloads did not reach every process within 10 s"
+    return f"; every process served the new version {min(times):.2f}-{max(times):.2f} s after the answer"

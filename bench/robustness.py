@@ -56,6 +56,22 @@ def _finish(proc: subprocess.Popen, out: Path) -> dict[str, Any]:
     return result
 
 
+def group_settled_s(url: str, version: str, agree: int = 8, timeout_s: float = 10.0) -> float | None:
+    """Seconds until ``agree`` answers of ``/info`` in a row, each on a new connection (so
+    ``SO_REUSEPORT`` spreads them over ``serve``'s processes), report ``version``; None on timeout.
+    Without it the next reload could reach a process that had not followed this one yet and
+    answer "unchanged" (it already serves that version): correct, but then not a swap."""
+    start = time.monotonic()
+    streak = 0
+    while time.monotonic() - start < timeout_s:
+        served = httpx.get(f"{url}/info", timeout=5, headers={"Connection": "close"}).json().get("model_version")
+        streak = streak + 1 if served == version else 0
+        if streak >= agree:
+            return round(time.monotonic() - start, 3)
+        time.sleep(0.02)
+    return None
+
+
 def reloads_and_redis_outage(
     bundle: Path,
     work: Path,
@@ -100,6 +116,7 @@ def reloads_and_redis_outage(
                 target = b if i % 2 == 0 else a
                 r = httpx.post(f"{url}/admin/reload", json={"version": target}, headers=headers, timeout=120)
                 answers.append([r.status_code, r.json().get("result"), r.json().get("model_version")])
+                answers[-1].append(group_settled_s(url, target))
                 time.sleep(0.5)
             load_outlived_reloads = proc.poll() is None
             (work / "reloads.stop").touch()
