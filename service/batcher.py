@@ -76,7 +76,12 @@ MIN_FIT_SPREAD = 0.2
 SHEDDING_ENTER = 0.35
 SHEDDING_LEAVE = 0.2
 # Half-life of "recent" for that share, seconds: a reload's few refusals pass, sustained overload counts.
-SHEDDING_HALF_LIFE_S = 0.25
+# 0.25 s left the first ~0.6 s of an overload in normal mode (admitted p99 20-31 ms per 50 ms there
+# against 12-17 ms after); 0.1 s shortens that to ~0.2 s (docs/benchmarks.md).
+SHEDDING_HALF_LIFE_S = 0.1
+# ...and shedding starts only on this much evidence (decayed count of recent decisions): with a short
+# half-life, one refusal after a quiet spell would otherwise be "100 % of recent decisions".
+SHEDDING_MIN_DECISIONS = 8.0
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +422,10 @@ class MicroBatcher:
         if self.shedding_queue_factor is None:
             return False
         share = self.refusal_share.share
-        shedding = share > (SHEDDING_LEAVE if self.shedding else SHEDDING_ENTER)
+        if self.shedding:
+            shedding = share > SHEDDING_LEAVE
+        else:
+            shedding = share > SHEDDING_ENTER and self.refusal_share.decisions >= SHEDDING_MIN_DECISIONS
         if shedding != self.shedding:
             self.shedding = shedding
             log.info("admission: shedding %s (refusal share %.2f)", "on" if shedding else "off", share)

@@ -616,7 +616,7 @@ async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, 
         entry.started = time.perf_counter()  # just begun: ~40 ms left
         assert batcher.estimated_wait_s() == pytest.approx(0.040, abs=0.005)
         batcher.admit(40)  # not shedding: the empty queue admits (e.g. a batch slowed by a reload)
-        for _ in range(5):
+        for _ in range(10):
             batcher.refusal_share.note(True)  # most recent requests refused: shedding
         with pytest.raises(Overloaded):
             batcher.admit(40)  # ~40 ms left > 0.5 x 40 ms of its own
@@ -650,7 +650,7 @@ async def test_shedding_factor_zero_admits_big_requests_only_to_a_free_worker(
         (entry,) = batcher._running.values()
         entry.started = time.perf_counter() - 0.039  # ~1 ms left
         batcher.admit(40)  # not shedding: 1 ms behind is within 0.5 x its own 40 ms
-        for _ in range(5):
+        for _ in range(10):
             batcher.refusal_share.note(True)
         with pytest.raises(Overloaded):
             batcher.admit(40)  # shedding: any wait at all refuses a big request
@@ -738,6 +738,17 @@ def test_sustained_refusals_tighten_the_queue_bound_with_hysteresis() -> None:
     assert batcher.factor() == 2.0 and not batcher.shedding
     assert metrics.registry.get_sample_value("dlf_shedding_processes") == 0
     assert MicroBatcher(queue_factor=2.0).factor() == 2.0  # no shedding factor: never tightens
+
+
+def test_shedding_needs_enough_recent_decisions() -> None:
+    """After a quiet spell one refusal is 100 % of recent decisions; it must not start shedding."""
+    batcher = MicroBatcher(workers=1, queue_factor=0.5, shedding_queue_factor=0.0)
+    batcher.refusal_share.note(False, now=0.0)
+    batcher.refusal_share.note(True, now=5.0)  # 5 s later: the admission has all but vanished
+    assert batcher.refusal_share.share > 0.99 and not batcher._update_shedding()
+    for i in range(10):
+        batcher.refusal_share.note(True, now=5.0 + 0.001 * i)  # a real burst of refusals
+    assert batcher._update_shedding() and batcher.factor() == 0.0
 
 
 def test_the_small_request_floor_covers_a_running_and_a_next_full_batch() -> None:
