@@ -160,10 +160,9 @@ def load_model(
     )
     if CUDA in wanted:
         preload_cuda_libraries()
+    o = options or OrtOptions(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
     session = ort.InferenceSession(
-        str(bundle_dir / "model.onnx"),
-        sess_options=session_options(intra_op_threads, inter_op_threads, options),
-        providers=wanted,
+        str(bundle_dir / "model.onnx"), sess_options=session_options(options=o), providers=wanted
     )
     inputs = {i.name for i in session.get_inputs()}
     expected = set()
@@ -180,10 +179,9 @@ def load_model(
         session=session,
         providers=list(session.get_providers()),
     )
-    model.warm_up()
-    o = options or OrtOptions(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    warm = model.warm_up()
     if o.single_row_session:
-        model = with_single_row_session(model, o, intra_op_threads, inter_op_threads, wanted)
+        model = with_single_row_session(model, o, wanted, warm)
     log.info("loaded model %s (requested providers %s, in use %s)", model.version, wanted, model.providers)
     return model
 
@@ -196,25 +194,26 @@ def batch_dim(session: ort.InferenceSession) -> str | None:
 
 
 def with_single_row_session(
-    model: LoadedModel, o: OrtOptions, intra_op_threads: int, inter_op_threads: int, providers: list[str]
+    model: LoadedModel, o: OrtOptions, providers: list[str], expected: np.ndarray
 ) -> LoadedModel:
     """``model`` plus a session whose batch dimension is fixed to 1, when the graph has a symbolic one.
 
     With the batch size known, ONNX Runtime folds the graph's shape arithmetic (Shape, Gather,
     Concat feeding Reshape) into constants: 523 -> 322 nodes and 385 -> 314 us per 1-row call on
-    the Frappe bundle, same probabilities (``python -m bench.single_row_session``). A lone 1-row request is the common real-time call, and
-    at that size the per-node cost is the whole call. Kept only if it agrees with the main session
-    on the warm-up row; an optimisation, so any failure to build it leaves the model as it was.
+    the Frappe bundle, same probabilities (``python -m bench.single_row_session``). A lone 1-row
+    request is the common real-time call, and at that size the per-node cost is the whole call.
+    Kept only if it agrees with the main session's ``expected`` warm-up answer; an optimisation, so
+    any failure to build it leaves the model as it was.
     """
     dim = batch_dim(model.session)
     if dim is None:
         return model
-    opts = session_options(intra_op_threads, inter_op_threads, o)
+    opts = session_options(options=o)
     opts.add_free_dimension_override_by_name(dim, 1)
     try:
         single = ort.InferenceSession(str(model.bundle_dir / "model.onnx"), sess_options=opts, providers=providers)
         candidate = dataclasses.replace(model, single_row_session=single)
-        expected, got = model.warm_up(), candidate.warm_up(lone=True)
+        got = candidate.warm_up(lone=True)
     except Exception as exc:  # noqa: BLE001 - serve with the one session rather than not at all
         log.warning("single-row session of %s not built: %s", model.version, exc)
         return model

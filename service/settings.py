@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Extra threads a request that finds its process's inference pool idle shares its rows with "
-        "(at least 32 rows each), so a lone big request uses every core (None = the usable cores less this process's "
+        "(at least 4 rows each), so a lone request uses every core (None = the usable cores less this process's "
         "workers; 0 = off). Under load the pool is rarely idle and batching is unchanged.",
     )
     batches_per_worker: int = Field(
