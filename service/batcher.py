@@ -480,8 +480,15 @@ class MicroBatcher:
         floor = self.floor_s() if rows < MIN_SPLIT_ROWS else 0.0
         return self.estimated_wait_s() > max(floor, factor * self.own_seconds(rows))
 
+    def _note(self, refused: bool) -> None:
+        """Record one admission decision and re-evaluate shedding on it: an idle pool admits without
+        asking whether the service sheds, so a flag updated only there stayed on after an overload
+        (and kept a lone request from spreading: 1000 x 1 ran on one core, 12k instead of 20k rows/s)."""
+        self.refusal_share.note(refused)
+        self._update_shedding()
+
     def _refuse(self) -> Overloaded:
-        self.refusal_share.note(True)
+        self._note(True)
         self.rejected += 1
         if self.metrics is not None:
             self.metrics.rejected_requests.inc()
@@ -530,7 +537,7 @@ class MicroBatcher:
             too_many = self.max_queued_rows and waiting and waiting + rows > self.max_queued_rows
             if too_many or self.too_long(rows):
                 raise self._refuse()  # notes the refusal
-        self.refusal_share.note(False)
+        self._note(False)
 
     def reserve(self, rows: int) -> Reservation:
         """``admit``, then hold the rows as queued until ``submit(reservation=...)`` queues them:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -749,6 +750,22 @@ def test_shedding_needs_enough_recent_decisions() -> None:
     for i in range(10):
         batcher.refusal_share.note(True, now=5.0 + 0.001 * i)  # a real burst of refusals
     assert batcher._update_shedding() and batcher.factor() == 0.0
+
+
+def test_admissions_on_an_idle_pool_end_shedding_and_spreading_resumes() -> None:
+    """After an overload, requests admitted on an idle pool (which admits without consulting the
+    shedding mode) must still bring the mode back to normal, or a lone request never spreads."""
+    batcher = MicroBatcher(workers=1, spread_threads=1, queue_factor=0.5, shedding_queue_factor=0.0)
+    batcher._spread_executor = ThreadPoolExecutor(max_workers=1)  # as start() makes it
+    try:
+        for _ in range(20):
+            batcher._refuse()
+        assert batcher.shedding and batcher._spread_rows(100) == 0
+        for _ in range(100):
+            batcher.admit(100)  # every worker free: admitted at once; the refusal share falls below 20 %
+        assert not batcher.shedding and batcher._spread_rows(100) == 50
+    finally:
+        batcher._spread_executor.shutdown()
 
 
 def test_the_small_request_floor_covers_a_running_and_a_next_full_batch() -> None:
