@@ -229,7 +229,13 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     lines += [
         "",
         f"Raw ORT ceiling: bench/ort_ceiling.py, one session (1 intra-op thread) per core in "
-        f"{meta['cores']} processes side by side, batch = rows/request, no HTTP.",
+        f"{meta['cores']} processes side by side, batch = rows/request, no HTTP; the mean of a run right "
+        "before and one right after that size's cells (before / after: "
+        + ", ".join(
+            f"{r} rows {c['before']:,.0f} / {c['after']:,.0f}" if "before" in c else f"{r} rows {c['rows_per_s']:,.0f}"
+            for r, c in ((r, result["ceilings"][str(r)]) for r in rows_list)
+        )
+        + ").",
         "",
         f"### Overload: open loop at {ov['rate_req_s']:.1f} requests/s of {ov['rows']} rows "
         f"({ov['rate_req_s'] / ov['capacity_req_s']:.1f}x the service's best closed-loop rate, "

@@ -6,7 +6,8 @@ On one bundle (the registry's CURRENT unless --version), with Frappe rows read f
 --data, it runs:
 
 1. the raw-ORT ceiling (bench/ort_ceiling.py: one session per core, one process each), right
-   before the cells of each request size;
+   before and right after the cells of each request size (their mean is the ceiling: on a
+   shared VM the machine's speed drifts over the minute those cells take);
 2. this service (``python -m service.cli serve``, Redis backend: the vocab is published to
    --redis-url under a fresh key prefix, removed afterwards) and the naive peer
    (bench/naive_peer.py under uvicorn), both up at once, cell after cell alternating, so
@@ -155,6 +156,16 @@ def ceiling(bundle: Path, batch: int, seconds: float) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def around(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The ceiling of one request size: the mean of the runs before and after its cells, both kept."""
+    return {
+        "rows_per_s": (before["rows_per_s"] + after["rows_per_s"]) / 2,
+        "before": before["rows_per_s"],
+        "after": after["rows_per_s"],
+        "procs": before["procs"],
+    }
+
+
 def publish(registry: Path, version: str, redis_url: str, prefix: str) -> None:
     cmd = [PY, "-m", "service.cli", "publish-vocab", "--registry", str(registry), "--version", version]
     cmd += ["--redis-url", redis_url, "--prefix", prefix]
@@ -232,7 +243,7 @@ def main(
             r: write_bodies(records, r, work / f"bodies-{r}.jsonl") for r in set(row_sizes + [overload_rows])
         }
 
-        ceilings: dict[str, Any] = {}  # measured right before each row size's cells: same neighbours
+        ceilings: dict[str, Any] = {}  # measured around each row size's cells: same neighbours
         prefix = f"bench-{uuid.uuid4().hex[:10]}:"
         publish(registry, version, redis_url, prefix)
         service_env = {
@@ -251,10 +262,8 @@ def main(
                 wait_ready(svc)
                 meta["service_info"] = httpx.get(f"{svc}/info").json().get("batching")
                 for r in row_sizes:
-                    ceilings[str(r)] = c_r = ceiling(bundle, r, max(2.0, seconds / 2))
-                    print(
-                        f"ceiling  {r:5d} rows: {c_r['rows_per_s']:9,.0f} rows/s ({c_r['procs']} processes)"
-                    )
+                    before = ceiling(bundle, r, max(2.0, seconds / 2))
+                    print(f"ceiling  {r:5d} rows: {before['rows_per_s']:9,.0f} rows/s before ({before['procs']} processes)")
                     for c in conn_counts:
                         for name, url in (("service", svc), ("naive", naive)):
                             res = load(url, bodies[r], r, c, seconds, warmup, timeout=timeout)
@@ -265,6 +274,9 @@ def main(
                                 f"503s {res['status_503']} timeouts {res['timeouts']} errors {res['errors']}",
                                 flush=True,
                             )
+                    after = ceiling(bundle, r, max(2.0, seconds / 2))
+                    ceilings[str(r)] = around(before, after)
+                    print(f"ceiling  {r:5d} rows: {after['rows_per_s']:9,.0f} rows/s after", flush=True)
                 overload = run_overload(
                     svc,
                     naive,
