@@ -283,7 +283,9 @@ def write_report(result: dict[str, Any], doc: Path, img: Path) -> None:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END) + "\n?", lambda _: section, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
+    tmp = doc.with_name(f".{doc.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(doc)  # never a half-written docs/benchmarks.md
 
 
 def _settled(answers: list[list]) -> str:
