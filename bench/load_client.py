@@ -194,7 +194,7 @@ def percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
-def summarise(record: Record, rows_per_request: int, wall_s: float) -> dict:
+def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: float = 0.5) -> dict:
     status = np.array(record.status, dtype=np.int64)
     lat = np.array(record.latency_ms, dtype=np.float64)
     ok = lat[status == 200]
@@ -215,7 +215,7 @@ def summarise(record: Record, rows_per_request: int, wall_s: float) -> dict:
         "other_status": sorted({int(s) for s in status if s not in (200, 503, 0, -1, -2)}),
         "wall_s": wall_s,
         "cdf_ms": [float(x) for x in np.percentile(ok, np.linspace(0, 100, 201))] if ok.size else [],
-        "timeline": timeline(record),
+        "timeline": timeline(record, step_s),
         # open loop: how late requests left this process against their schedule (its own CPU share);
         # that lateness is inside every latency above, as it would be for a real client
         "send_lag_p50_ms": percentile(np.array(record.send_lag_ms), 50),
@@ -252,6 +252,7 @@ def main(
     path: str = typer.Option("/predict"),
     out: Path | None = typer.Option(None, help="write the summary JSON here"),
     stop_file: Path | None = typer.Option(None, help="closed loop: stop early once this file exists"),
+    timeline_step: float = typer.Option(0.5, help="seconds per slice of the summary's timeline", min=0.01),
 ) -> None:
     import uvloop
 
@@ -267,7 +268,7 @@ def main(
             await load.open_loop(rate, seconds, connections)
         else:
             await load.closed_loop(connections, seconds, stop_file)
-        return summarise(load.record, rows_per_request, time.perf_counter() - start)
+        return summarise(load.record, rows_per_request, time.perf_counter() - start, timeline_step)
 
     result = uvloop.run(run())
     text = json.dumps(result)

@@ -74,6 +74,7 @@ def main(
     server_kind: str = typer.Option("service", "--server", help="service or naive"),
     seconds: float = typer.Option(5.0),
     scrape: bool = typer.Option(False, help="print the server-side latency histogram after each cell"),
+    timeline_step: float = typer.Option(0.5, help="open-loop cells: seconds per slice of the printed timeline"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
     n_records: int = typer.Option(4000, "--records", help="distinct Frappe rows the bodies draw from"),
 ) -> None:
@@ -99,7 +100,7 @@ def main(
                 bodies = write_bodies(records, rows, work / f"bodies-{rows}.jsonl")
                 before, start = thread_cpu(), time.monotonic()
                 client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                extra = {"rate": rate} if rate else {}
+                extra = {"rate": rate, "timeline_step": timeline_step} if rate else {}
                 res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
                 after, wall = thread_cpu(), time.monotonic() - start
                 client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -116,7 +117,7 @@ def main(
                         ) or line.startswith(("dlf_feature_cache_hits_total", "dlf_feature_cache_misses_total")):
                             print("   ", line)
                 if rate:
-                    print("   per 0.5 s: " + " ".join(
+                    print(f"   per {timeline_step:g} s: " + " ".join(
                         f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}" for b in res["timeline"]
                     ) + "  (200s/503s:p99 ms of the 200s)")
                     print(f"   client send lag p50 {res['send_lag_p50_ms']:.1f} ms p99 {res['send_lag_p99_ms']:.1f} ms")

@@ -29,3 +29,14 @@ def test_a_closed_loop_run_has_no_send_lag() -> None:
     record.add(0.0, 1.0, 200)
     summary = summarise(record, rows_per_request=1, wall_s=1.0)
     assert summary["send_lag_p50_ms"] is None and len(summary["timeline"]) >= 1
+
+
+def test_a_finer_timeline_step_splits_the_same_run_into_more_slices() -> None:
+    record = Record()
+    for i in range(10):
+        record.add(0.1 * i, 50.0 if i < 2 else 10.0, 200)  # only the first 0.2 s is slow
+    fine = summarise(record, rows_per_request=1, wall_s=1.0, step_s=0.1)["timeline"]
+    assert len(fine) == 10 and [b["requests"] for b in fine] == [1] * 10
+    assert [b["p99_ms"] for b in fine[:3]] == pytest.approx([50.0, 50.0, 10.0])
+    coarse = summarise(record, rows_per_request=1, wall_s=1.0)["timeline"]  # 0.5 s by default
+    assert [b["requests"] for b in coarse[:2]] == [5, 5]
