@@ -30,6 +30,9 @@ import typer
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
+# Seconds per slice of a summary's timeline (where in a run its slow answers were).
+TIMELINE_STEP_S = 0.5
+
 
 class _Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
@@ -194,7 +197,7 @@ def percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
-def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: float = 0.5) -> dict:
+def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: float = TIMELINE_STEP_S) -> dict:
     status = np.array(record.status, dtype=np.int64)
     lat = np.array(record.latency_ms, dtype=np.float64)
     ok = lat[status == 200]
@@ -223,7 +226,7 @@ def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: floa
     }
 
 
-def timeline(record: Record, step_s: float = 0.5) -> list[dict]:
+def timeline(record: Record, step_s: float = TIMELINE_STEP_S) -> list[dict]:
     """Per ``step_s`` of the run (by start time): requests, 200s, 503s and the 200s' p99: where in a
     run its slow answers were (the start of an overload, or throughout)."""
     start = np.array(record.start, dtype=np.float64)
@@ -252,7 +255,7 @@ def main(
     path: str = typer.Option("/predict"),
     out: Path | None = typer.Option(None, help="write the summary JSON here"),
     stop_file: Path | None = typer.Option(None, help="closed loop: stop early once this file exists"),
-    timeline_step: float = typer.Option(0.5, help="seconds per slice of the summary's timeline", min=0.01),
+    timeline_step: float = typer.Option(TIMELINE_STEP_S, help="seconds per slice of the summary's timeline", min=0.01),
 ) -> None:
     import uvloop
 

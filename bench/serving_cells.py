@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from bench.load_client import TIMELINE_STEP_S
 from bench.serving_engine import (
     FRAPPE,
     drop_prefix,
@@ -74,7 +75,7 @@ def main(
     server_kind: str = typer.Option("service", "--server", help="service or naive"),
     seconds: float = typer.Option(5.0),
     scrape: bool = typer.Option(False, help="print the server-side latency histogram after each cell"),
-    timeline_step: float = typer.Option(0.5, help="open-loop cells: seconds per slice of the printed timeline"),
+    timeline_step: float = typer.Option(TIMELINE_STEP_S, help="open-loop cells: seconds per slice of the printed timeline"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
     n_records: int = typer.Option(4000, "--records", help="distinct Frappe rows the bodies draw from"),
 ) -> None:
