@@ -77,6 +77,7 @@ def main(
     scrape: bool = typer.Option(False, help="print the server-side latency histogram after each cell"),
     timeline_step: float = typer.Option(TIMELINE_STEP_S, help="open-loop cells: seconds per slice of the printed timeline"),
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
+    embedded: bool = typer.Option(False, help="no Redis: the service reads ids from the bundle (hosts without redis-server)"),
     n_records: int = typer.Option(4000, "--records", help="distinct Frappe rows the bodies draw from"),
 ) -> None:
     version = resolve_current(registry)
@@ -84,13 +85,15 @@ def main(
         raise typer.BadParameter(f"no bundle in {registry}", param_hint="--registry")
     records = frappe_records(FRAPPE, n_records)
     prefix = f"cells-{uuid.uuid4().hex[:8]}:"
+    redis = server_kind == "service" and not embedded
     if server_kind == "service":
-        publish(registry, version, redis_url, prefix)
         cmd = service_cmd(processes)
-        env = {"DLF_REGISTRY": str(registry), "DLF_MODEL_VERSION": version, "REDIS_URL": redis_url,
-               "DLF_REDIS_PREFIX": prefix, "DLF_RELOAD_PUBSUB": "false"}
+        env = {"DLF_REGISTRY": str(registry), "DLF_MODEL_VERSION": version, "DLF_RELOAD_PUBSUB": "false"}
     else:
         cmd, env = naive_cmd(), {"NAIVE_BUNDLE": str(registry / version)}
+    if redis:
+        publish(registry, version, redis_url, prefix)
+        env |= {"REDIS_URL": redis_url, "DLF_REDIS_PREFIX": prefix}
     work = Path(typer.get_app_dir("dlf-bench")) / "cells"
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -130,7 +133,7 @@ def main(
                     flush=True,
                 )
     finally:
-        if server_kind == "service":
+        if redis:
             drop_prefix(redis_url, prefix)
 
 

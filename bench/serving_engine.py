@@ -46,7 +46,8 @@ from service.batcher import usable_cores
 from service.contract import resolve_current
 
 REPO = Path(__file__).resolve().parents[1]
-FRAPPE = REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"
+# the Frappe rows the bodies are drawn from; DLF_BENCH_FRAPPE points elsewhere (a GPU host, say)
+FRAPPE = Path(os.environ.get("DLF_BENCH_FRAPPE", REPO.parent / "shared" / "data" / "frappe" / "frappe.dev.libfm"))
 PY = sys.executable
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -95,7 +96,9 @@ def write_bodies(records: list[dict], rows: int, out: Path, count: int = 64) -> 
 def server(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 120.0) -> Iterator[str]:
     """Start an HTTP server process on a free port; yields its URL once /predict answers."""
     port = free_port()
-    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    # the repo first, then whatever the caller had (a GPU host's carried packages, say)
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full = {**os.environ, "PYTHONPATH": pythonpath, **env}
     with log.open("w") as fh:
         proc = subprocess.Popen(
             [*cmd, "--port", str(port)], env=full, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT

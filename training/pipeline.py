@@ -273,6 +273,7 @@ def train_on(
         "samples_per_second": result.samples_per_second,
         "train_wall_seconds": wall,
         "device": result.device,
+        "amp": str(choice.dtype).removeprefix("torch.") if choice.amp else None,  # e.g. bfloat16 on CUDA
         "world_size": dist.world_size,
         "params": desc.params,
         "macs_per_sample": desc.macs_per_sample,

@@ -114,6 +114,26 @@ def test_a_single_row_session_that_fails_to_build_leaves_the_model_serving(
     assert model.run_lone(cat, num).shape == (1,)
 
 
+def test_on_a_cuda_host_the_one_row_session_runs_on_the_cpu(
+    bundle_a: TinyBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches ask for CUDA first; the fixed 1-row session asks for the CPU alone (a CUDA call of
+    this graph costs ~1.9 ms at any size, a 1-row CPU call less than half: docs/gpu.md). Checked on
+    the CPU by recording what each session asks for; this onnxruntime falls back to the CPU."""
+    real = ort.InferenceSession
+    asked: list[list[str]] = []
+
+    def recording(*args: object, providers: list[str], **kwargs: object) -> ort.InferenceSession:
+        asked.append(list(providers))
+        return real(*args, providers=[p for p in providers if p in ort.get_available_providers()], **kwargs)
+
+    monkeypatch.setattr("service.model_holder.ort.InferenceSession", recording)
+    monkeypatch.setattr("service.model_holder.preload_cuda_libraries", lambda: None)
+    model = load_model(bundle_a.path, intra_op_threads=1, available_providers=[CUDA, CPU])
+    assert asked == [[CUDA, CPU], [CPU]]
+    assert model.single_row_session is not None
+
+
 def test_schema_and_onnx_inputs_must_agree(bundle_a: TinyBundle) -> None:
     schema_path = bundle_a.path / "schema.json"
     data = json.loads(schema_path.read_text())

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The GPU checks in one sitting, for a lent GPU machine (this workplace's `device` tool; any
+# CUDA 13 host with PyTorch works the same). docs/gpu.md holds the results and how to run it.
+#
+# Expects, beside the repo: .gpu/frappe.dev.libfm (the Frappe rows; never committed), .whl/
+# (cp312 wheels the host lacks: docs/gpu.md lists them) and, unless ORT_GPU_DIR is set, the
+# onnxruntime-gpu wheel's package unpacked in /tmp/ortgpu (the device tool carries 64 MiB per
+# call, so it travels as zstd parts: ORT_GPU_PARTS=/tmp/ortparts is reassembled here).
+#   1. CUDA + AMP training of the Frappe recipe (automatic device choice), then 1 epoch on
+#      CUDA, on CPU (all cores) and under torchrun (DDP, NCCL, 1 process): samples/s side by side
+#   2. ONNX Runtime CUDA vs CPU provider on the CUDA-trained bundle (bench/ort_providers.py)
+#   3. the service on the CUDA provider (DLF_REQUIRE_PROVIDER=cuda, embedded ids) vs the same
+#      service on the CPU provider, a few closed-loop cells each (bench/serving_cells.py)
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "host"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+BASE="/tmp/site:$PWD"
+ORT_GPU_DIR=${ORT_GPU_DIR:-/tmp/ortgpu}
+if [ ! -d "$ORT_GPU_DIR/onnxruntime" ] && [ -d "${ORT_GPU_PARTS:-/tmp/ortparts}" ]; then
+    mkdir -p "$ORT_GPU_DIR"
+    unzstd() { if command -v zstd >/dev/null; then zstd "$@"; else LD_LIBRARY_PATH=/tmp/zstd /tmp/zstd/zstd "$@"; fi; }
+    cat "${ORT_GPU_PARTS:-/tmp/ortparts}"/part-* | unzstd -q -d --long=27 | tar -x -C "$ORT_GPU_DIR" || echo "onnxruntime-gpu parts incomplete"
+fi
+GPU="$ORT_GPU_DIR:$BASE"
+PYTHONPATH="$GPU" python3 -c "
+import torch, onnxruntime as ort, platform
+print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda,
+      'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+      'bf16', torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None)
+print('onnxruntime', ort.__version__, ort.get_available_providers())"
+export DLF_BENCH_FRAPPE=${DLF_BENCH_FRAPPE:-$PWD/.gpu/frappe.dev.libfm}
+DATA=$DLF_BENCH_FRAPPE
+# train prints {"bundle": ...} as JSON; the bundle's metrics.json has the timings
+summary() { python3 -c "
+import json, sys, pathlib
+out = sys.stdin.read()
+m = json.loads((pathlib.Path(json.loads(out[out.index('{'):])['bundle']) / 'metrics.json').read_text())
+print({k: m.get(k) for k in ('device', 'amp', 'torch', 'epochs', 'best_epoch', 'samples_per_second', 'train_wall_seconds', 'seconds_per_epoch')}, 'valid', m['valid'])"; }
+
+step "1a. Frappe recipe, device chosen automatically"
+PYTHONPATH="$GPU" python3 -m training.cli train $DATA --format frappe --registry /tmp/reg --set-current ${TRAIN_ARGS:-} \
+    >"$OUT/train-gpu.json" 2>"$OUT/train-gpu.log"; echo "rc $?"
+summary <"$OUT/train-gpu.json"
+for how in "cuda:" "cpu:--cpu --threads $(nproc)"; do
+    step "1b. one epoch, ${how%%:*}"
+    PYTHONPATH="$GPU" python3 -m training.cli train $DATA --format frappe --registry /tmp/reg-epoch \
+        --epochs 1 --eval-every 1 ${how#*:} 2>>"$OUT/train-epoch.log" | summary
+done
+step "1c. one epoch under torchrun (DDP, 1 process)"
+PYTHONPATH="$GPU" torchrun --standalone --nproc_per_node 1 -m training.cli train $DATA --format frappe \
+    --registry /tmp/reg-ddp --epochs 1 --eval-every 1 2>"$OUT/train-ddp.log" | summary
+
+BUNDLE=/tmp/reg/$(PYTHONPATH="$BASE" python3 -c "from service.contract import resolve_current; print(resolve_current('/tmp/reg'))")
+step "2. ONNX Runtime providers on $BUNDLE"
+PYTHONPATH="$GPU" python3 -m bench.ort_providers --bundle "$BUNDLE" --out "$OUT/ort-providers.md" \
+    >"$OUT/ort-providers.txt" 2>&1
+head -n -1 "$OUT/ort-providers.txt"
+
+CELLS=1x1,1x32,100x8,1000x32
+if grep -q "providers \[.CUDAExecutionProvider" "$OUT/ort-providers.txt"; then
+    # the default (1-row calls on the CPU session), every call on CUDA, and two processes
+    for run in "true 0" "false 0" "true 2"; do
+        set -- $run
+        step "3. service, CUDA provider, DLF_ORT_SINGLE_ROW_SESSION=$1, processes $2 (0 = one per core)"
+        PYTHONPATH="$GPU" DLF_REQUIRE_PROVIDER=cuda DLF_ORT_SINGLE_ROW_SESSION=$1 timeout 150 \
+            python3 -m bench.serving_cells --registry /tmp/reg --embedded --processes "$2" --cells $CELLS \
+            --seconds 3 2>&1 | grep -v "cpu "
+    done
+fi
+step "3. service, CPU provider, processes 0"
+PYTHONPATH="$BASE" timeout 150 python3 -m bench.serving_cells --registry /tmp/reg --embedded --cells $CELLS \
+    --seconds 3 2>&1 | grep -v "cpu "
+step "done"
