@@ -128,7 +128,7 @@ def main(
                 shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"
                 print(
                     f"{server_kind} {shape}: {res['rows_per_s']:,.0f} rows/s p50 {res['p50_ms'] or 0:.1f} ms "
-                    f"p99 {res['p99_ms'] or 0:.1f} ms 503s {res['status_503']} "
+                    f"p99 {res['p99_ms'] or 0:.1f} ms 503s {res['status_503']} (p99 {res['p99_503_ms'] or 0:.1f} ms) "
                     f"timeouts+errors {res['timeouts'] + res['errors']}",
                     flush=True,
                 )
