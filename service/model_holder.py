@@ -35,8 +35,8 @@ def choose_providers(available: Sequence[str]) -> list[str]:
 
 # The fixed 1-row session runs on the CPU even where batches run on CUDA: on an H100 a CUDA call
 # of this graph took ~1.9 ms at any batch from 1 to 1,000 rows (kernel launches, not arithmetic),
-# a 1-row CPU call 0.8 ms, and a lone 1-row request 2.3 ms vs 0.9 ms p50 through the service
-# (docs/gpu.md, bench/gpu_check.sh).
+# a 1-row CPU call 0.8 ms; through the service a lone 1-row request went from 2.8 to 1.1 ms p50 and
+# 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md, bench/gpu_check.sh).
 SINGLE_ROW_PROVIDERS = [CPU]
 # CUDA's float32 kernels (TF32 matrix products) differ from the CPU's by up to ~6e-4 in probability
 # (docs/gpu.md); the fixed-batch session must agree with the main one within that when they differ.
