@@ -96,6 +96,8 @@ class GenerationalCache:
                 missing.append(k)
         if revived:
             found.update(revived)
+            for k in revived:  # moved, not copied: ``len`` counts each entry once
+                del old[k]
             self.put_many(scope, revived)  # used again: into the young generation
         return found, missing
 

@@ -24,6 +24,15 @@ def test_cache_forgets_what_was_not_used_for_a_generation() -> None:
     assert cache.get_many("s", ["a"])[0] == {"a": 10}
 
 
+def test_an_entry_used_again_moves_to_the_young_generation_and_counts_once() -> None:
+    cache = GenerationalCache(4)
+    cache.put_many("s", {"a": 1, "b": 2})  # full young generation: now the old one
+    assert cache.get_many("s", {"a"}) == ({"a": 1}, [])  # revived into the young generation
+    assert len(cache) == 2  # a (young) and b (old), not a twice
+    cache.put_many("s", {"c": 3})  # young {a, c} full: old {b} dropped
+    assert len(cache) == 2 and cache.get_many("s", {"a", "b", "c"}) == ({"a": 1, "c": 3}, ["b"])
+
+
 def test_cache_stays_within_its_size() -> None:
     cache = GenerationalCache(100)
     for i in range(1000):
