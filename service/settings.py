@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     ort_single_row_session: bool = Field(
         True,
         description="Also open a session with the batch dimension fixed to 1 for 1-row calls (its shape"
-        " arithmetic folds away: 523 -> 322 nodes and ~20 % less time per call on the Frappe graph).",
+        " arithmetic folds away: 523 -> 322 nodes and ~20 % less time per call on the Frappe graph). It runs"
+        " on the CPU also where batches run on CUDA (a CUDA call costs ~1.9 ms at any size: docs/gpu.md).",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints (unset = disabled)."
