@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,10 +35,14 @@ def choose_providers(available: Sequence[str]) -> list[str]:
 
 
 # The fixed 1-row session runs on the CPU even where batches run on CUDA: on an H100 a CUDA call
-# of this graph took ~1.9 ms at any batch from 1 to 1,000 rows (kernel launches, not arithmetic),
-# a 1-row CPU call 0.8 ms; through the service a lone 1-row request went from 2.8 to 1.1 ms p50 and
-# 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md, bench/gpu_check.sh).
+# of the Frappe graph took ~1.9 ms at any batch from 1 to 1,000 rows (kernel launches, not
+# arithmetic), a 1-row CPU call 0.8 ms; through the service a lone 1-row request went from 2.8 to
+# 1.1 ms p50 and 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md). A bigger graph can
+# be slower on the CPU even for one row (the paper preset: ~13 ms), so on a GPU it is kept only if
+# it times faster than the CUDA session at load (``faster_single_row``).
 SINGLE_ROW_PROVIDERS = [CPU]
+# 1-row calls timed on each session at load, on a GPU host; the median decides.
+SINGLE_ROW_TIMING_CALLS = 15
 # CUDA's float32 kernels (TF32 matrix products) differ from the CPU's by up to ~6e-4 in probability
 # (docs/gpu.md); the fixed-batch session must agree with the main one within that when they differ.
 CROSS_PROVIDER_ATOL = 2e-3
@@ -192,6 +197,8 @@ def load_model(
     warm = model.warm_up()
     if o.single_row_session:
         model = with_single_row_session(model, o, SINGLE_ROW_PROVIDERS, warm)
+        if model.provider != CPU:
+            model = faster_single_row(model)
     log.info("loaded model %s (requested providers %s, in use %s)", model.version, wanted, model.providers)
     return model
 
@@ -232,6 +239,34 @@ def with_single_row_session(
         log.warning("single-row session of %s disagrees (%s vs %s): not used", model.version, got, expected)
         return model
     return candidate
+
+
+def median_call_s(run: Any, calls: int = SINGLE_ROW_TIMING_CALLS) -> float:
+    """Median seconds of ``calls`` calls of ``run()``."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def faster_single_row(model: LoadedModel, calls: int = SINGLE_ROW_TIMING_CALLS) -> LoadedModel:
+    """``model`` with its fixed 1-row session only if a 1-row call is faster there than on the main
+    session: on a GPU host the two run on different providers, and which wins depends on the graph."""
+    if model.single_row_session is None:
+        return model
+    cat = np.array([[f.oov_id for f in model.schema.categorical]], dtype=np.int64)
+    num = np.array([[f.fill for f in model.schema.numeric]], dtype=np.float32)
+    single = median_call_s(lambda: model.run_lone(cat, num), calls)
+    main = median_call_s(lambda: model.run(cat, num), calls)
+    keep = single < main
+    log.info(
+        "1-row calls of %s: %.3f ms on the %s session, %.3f ms on the %s one: %s",
+        model.version, single * 1e3, model.single_row_session.get_providers()[0], main * 1e3, model.provider,
+        "fixed-batch session kept" if keep else "main session used",
+    )
+    return model if keep else dataclasses.replace(model, single_row_session=None)
 
 
 class ModelHolder:

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         True,
         description="Also open a session with the batch dimension fixed to 1 for 1-row calls (its shape"
         " arithmetic folds away: 523 -> 322 nodes and ~20 % less time per call on the Frappe graph). It runs"
-        " on the CPU also where batches run on CUDA (a CUDA call costs ~1.9 ms at any size: docs/gpu.md).",
+        " on the CPU also where batches run on CUDA, if 1-row calls time faster there at load (docs/gpu.md).",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints (unset = disabled)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +17,7 @@ from service.model_holder import (
     OrtOptions,
     batch_dim,
     choose_providers,
+    faster_single_row,
     load_model,
     resolve_version,
 )
@@ -132,6 +134,49 @@ def test_on_a_cuda_host_the_one_row_session_runs_on_the_cpu(
     model = load_model(bundle_a.path, intra_op_threads=1, available_providers=[CUDA, CPU])
     assert asked == [[CUDA, CPU], [CPU]]
     assert model.single_row_session is not None
+
+
+class SlowSession:
+    """A real session that takes ``delay`` seconds longer per call (and says which provider it is)."""
+
+    def __init__(self, session: ort.InferenceSession, delay: float) -> None:
+        self.session, self.delay = session, delay
+
+    def run(self, *args: object) -> list[np.ndarray]:
+        time.sleep(self.delay)
+        return self.session.run(*args)
+
+    def get_providers(self) -> list[str]:
+        return self.session.get_providers()
+
+
+def test_on_a_gpu_host_the_one_row_session_is_kept_only_if_it_times_faster(bundle_a: TinyBundle) -> None:
+    """Which provider runs one row faster depends on the graph (Frappe small: the CPU; the paper
+    preset: CUDA), so on a GPU host the fixed-batch session is timed against the main one at load."""
+    model = load_model(bundle_a.path, intra_op_threads=1)
+    assert model.single_row_session is not None
+    slow_single = dataclasses.replace(model, single_row_session=SlowSession(model.single_row_session, 0.003))
+    assert faster_single_row(slow_single, calls=5).single_row_session is None
+    slow_main = dataclasses.replace(model, session=SlowSession(model.session, 0.003))
+    assert faster_single_row(slow_main, calls=5).single_row_session is slow_main.single_row_session
+
+
+def test_load_model_times_the_one_row_session_only_when_batches_do_not_run_on_the_cpu(
+    bundle_a: TinyBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timed: list[str] = []
+    monkeypatch.setattr("service.model_holder.faster_single_row", lambda m: timed.append(m.provider) or m)
+    load_model(bundle_a.path, intra_op_threads=1)
+    assert timed == []  # CPU host: the fixed-batch session is on the same provider, no timing
+    real = ort.InferenceSession
+
+    class ReportsCuda(real):  # type: ignore[misc, valid-type]
+        def get_providers(self) -> list[str]:
+            return [CUDA, CPU]
+
+    monkeypatch.setattr("service.model_holder.ort.InferenceSession", ReportsCuda)
+    load_model(bundle_a.path, intra_op_threads=1)
+    assert timed == [CUDA]
 
 
 def test_schema_and_onnx_inputs_must_agree(bundle_a: TinyBundle) -> None:
