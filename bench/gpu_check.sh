@@ -7,7 +7,8 @@
 # onnxruntime-gpu wheel's package unpacked in /tmp/ortgpu (the device tool carries 64 MiB per
 # call, so it travels as zstd parts: ORT_GPU_PARTS=/tmp/ortparts is reassembled here).
 #   1. CUDA + AMP training of the Frappe recipe (automatic device choice), then 1 epoch on
-#      CUDA, on CPU (all cores) and under torchrun (DDP, NCCL, 1 process): samples/s side by side
+#      CUDA, on CPU (all cores) and under torchrun (DDP, NCCL, 1 process): samples/s side by side;
+#      then the recipe again with bf16 reported unsupported (the fp16 + GradScaler branch)
 #   2. ONNX Runtime CUDA vs CPU provider on the CUDA-trained bundle (bench/ort_providers.py)
 #   3. the service on the CUDA provider (DLF_REQUIRE_PROVIDER=cuda, embedded ids) vs the same
 #      service on the CPU provider, a few closed-loop cells each (bench/serving_cells.py)
@@ -57,6 +58,14 @@ done
 step "1c. one epoch under torchrun (DDP, 1 process)"
 PYTHONPATH="$GPU" torchrun --standalone --nproc_per_node 1 -m training.cli train $DATA --format frappe \
     --registry /tmp/reg-ddp --epochs 1 --eval-every 1 2>"$OUT/train-ddp.log" | summary
+
+step "1d. Frappe recipe with fp16 + GradScaler (what a GPU without bf16, a T4 or V100, gets)"
+PYTHONPATH="$GPU" python3 -c "
+import runpy, sys
+import torch
+torch.cuda.is_bf16_supported = lambda *a, **k: False
+sys.argv = ['training.cli', 'train', '$DATA', '--format', 'frappe', '--registry', '/tmp/reg16', '--set-current', *'${TRAIN_ARGS:-}'.split()]
+runpy.run_module('training.cli', run_name='__main__')" 2>"$OUT/train-fp16.log" | summary
 
 BUNDLE=/tmp/reg/$(PYTHONPATH="$BASE" python3 -c "from service.contract import resolve_current; print(resolve_current('/tmp/reg'))")
 step "2. ONNX Runtime providers on $BUNDLE"
