@@ -241,14 +241,16 @@ def with_single_row_session(
     return candidate
 
 
-def median_call_s(run: Any, calls: int = SINGLE_ROW_TIMING_CALLS) -> float:
-    """Median seconds of ``calls`` calls of ``run()``."""
-    times = []
+def median_call_s(runs: Sequence[Any], calls: int = SINGLE_ROW_TIMING_CALLS) -> list[float]:
+    """Median seconds per call of each of ``runs``, called in turn ``calls`` times each, so a change
+    in load (a reload runs beside traffic) reaches all of them alike."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(calls):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for run, spent in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def faster_single_row(model: LoadedModel, calls: int = SINGLE_ROW_TIMING_CALLS) -> LoadedModel:
@@ -258,8 +260,7 @@ def faster_single_row(model: LoadedModel, calls: int = SINGLE_ROW_TIMING_CALLS) 
         return model
     cat = np.array([[f.oov_id for f in model.schema.categorical]], dtype=np.int64)
     num = np.array([[f.fill for f in model.schema.numeric]], dtype=np.float32)
-    single = median_call_s(lambda: model.run_lone(cat, num), calls)
-    main = median_call_s(lambda: model.run(cat, num), calls)
+    single, main = median_call_s([lambda: model.run_lone(cat, num), lambda: model.run(cat, num)], calls)
     keep = single < main
     log.info(
         "1-row calls of %s: %.3f ms on the %s session, %.3f ms on the %s one: %s",
