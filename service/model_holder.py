@@ -137,12 +137,16 @@ class LoadedModel:
         (probs,) = session.run([self.schema.output], feeds)
         return np.asarray(probs, dtype=np.float32).reshape(-1)
 
+    def neutral_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """One row of OOV ids and numeric fills ([1, F_cat], [1, F_num]): a valid input whatever the bundle."""
+        cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)
+        num = np.array([[f.fill for f in self.schema.numeric]], dtype=np.float32)
+        return cat.reshape(1, -1), num.reshape(1, -1)
+
     def warm_up(self, lone: bool = False) -> np.ndarray:
         """One inference on a neutral row so the first real request does not pay for lazy init
         (``lone``: through ``run_lone``, i.e. the fixed-batch session when there is one)."""
-        cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)
-        num = np.array([[f.fill for f in self.schema.numeric]], dtype=np.float32)
-        out = (self.run_lone if lone else self.run)(cat.reshape(1, -1), num.reshape(1, -1))
+        out = (self.run_lone if lone else self.run)(*self.neutral_row())
         if out.shape != (1,) or not np.isfinite(out).all() or not ((out >= 0) & (out <= 1)).all():
             raise RuntimeError(
                 f"warm-up inference of {self.version} returned {out!r} (want one finite p in [0, 1])"
@@ -258,8 +262,7 @@ def faster_single_row(model: LoadedModel, calls: int = SINGLE_ROW_TIMING_CALLS) 
     session: on a GPU host the two run on different providers, and which wins depends on the graph."""
     if model.single_row_session is None:
         return model
-    cat = np.array([[f.oov_id for f in model.schema.categorical]], dtype=np.int64)
-    num = np.array([[f.fill for f in model.schema.numeric]], dtype=np.float32)
+    cat, num = model.neutral_row()
     single, main = median_call_s([lambda: model.run_lone(cat, num), lambda: model.run(cat, num)], calls)
     keep = single < main
     log.info(

@@ -57,13 +57,19 @@ def test_run_matches_numpy_reference(bundle_a: TinyBundle) -> None:
 
 
 class CountingSession:
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
+    """A real session that counts its calls and can take ``delay`` seconds longer per call."""
+
+    def __init__(self, session: ort.InferenceSession, delay: float = 0.0) -> None:
+        self.session, self.delay = session, delay
         self.calls = 0
 
     def run(self, *args: object) -> list[np.ndarray]:
         self.calls += 1
+        time.sleep(self.delay)
         return self.session.run(*args)
+
+    def get_providers(self) -> list[str]:
+        return self.session.get_providers()
 
 
 def test_one_row_calls_use_a_session_with_the_batch_fixed_to_one(bundle_a: TinyBundle) -> None:
@@ -136,28 +142,14 @@ def test_on_a_cuda_host_the_one_row_session_runs_on_the_cpu(
     assert model.single_row_session is not None
 
 
-class SlowSession:
-    """A real session that takes ``delay`` seconds longer per call (and says which provider it is)."""
-
-    def __init__(self, session: ort.InferenceSession, delay: float) -> None:
-        self.session, self.delay = session, delay
-
-    def run(self, *args: object) -> list[np.ndarray]:
-        time.sleep(self.delay)
-        return self.session.run(*args)
-
-    def get_providers(self) -> list[str]:
-        return self.session.get_providers()
-
-
 def test_on_a_gpu_host_the_one_row_session_is_kept_only_if_it_times_faster(bundle_a: TinyBundle) -> None:
     """Which provider runs one row faster depends on the graph (Frappe small: the CPU; the paper
     preset: CUDA), so on a GPU host the fixed-batch session is timed against the main one at load."""
     model = load_model(bundle_a.path, intra_op_threads=1)
     assert model.single_row_session is not None
-    slow_single = dataclasses.replace(model, single_row_session=SlowSession(model.single_row_session, 0.003))
+    slow_single = dataclasses.replace(model, single_row_session=CountingSession(model.single_row_session, 0.003))
     assert faster_single_row(slow_single, calls=5).single_row_session is None
-    slow_main = dataclasses.replace(model, session=SlowSession(model.session, 0.003))
+    slow_main = dataclasses.replace(model, session=CountingSession(model.session, 0.003))
     assert faster_single_row(slow_main, calls=5).single_row_session is slow_main.single_row_session
 
 
