@@ -139,9 +139,9 @@ class LoadedModel:
 
     def neutral_row(self) -> tuple[np.ndarray, np.ndarray]:
         """One row of OOV ids and numeric fills ([1, F_cat], [1, F_num]): a valid input whatever the bundle."""
-        cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)
+        cat = np.array([[f.oov_id for f in self.schema.categorical]], dtype=np.int64)  # [1, 0] when none
         num = np.array([[f.fill for f in self.schema.numeric]], dtype=np.float32)
-        return cat.reshape(1, -1), num.reshape(1, -1)
+        return cat, num
 
     def warm_up(self, lone: bool = False) -> np.ndarray:
         """One inference on a neutral row so the first real request does not pay for lazy init
