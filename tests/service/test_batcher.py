@@ -752,6 +752,19 @@ def test_shedding_needs_enough_recent_decisions() -> None:
     assert batcher._update_shedding() and batcher.factor() == 0.0
 
 
+def test_shedding_starts_within_a_few_refusals_of_an_overload() -> None:
+    """At 2x capacity a process sees a decision every ~7 ms; shedding must start within four of them
+    (with eight, the first 50-150 ms of an overload queued behind running batches: docs/benchmarks.md)."""
+    batcher = MicroBatcher(workers=1, queue_factor=0.5, shedding_queue_factor=0.0)
+    batcher.refusal_share.note(False, now=0.0)  # quiet before
+    batcher.refusal_share.note(True, now=5.000)
+    batcher.refusal_share.note(False, now=5.007)
+    assert not batcher._update_shedding()  # two decisions: not enough evidence yet
+    batcher.refusal_share.note(True, now=5.014)
+    batcher.refusal_share.note(True, now=5.021)
+    assert batcher._update_shedding()  # three refusals among four decisions, 21 ms in
+
+
 def test_admissions_on_an_idle_pool_end_shedding_and_spreading_resumes() -> None:
     """After an overload, requests admitted on an idle pool (which admits without consulting the
     shedding mode) must still bring the mode back to normal, or a lone request never spreads."""
