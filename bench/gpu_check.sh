@@ -9,7 +9,8 @@
 #   1. CUDA + AMP training of the Frappe recipe (automatic device choice), then 1 epoch on
 #      CUDA, on CPU (all cores) and under torchrun (DDP, NCCL, 1 process): samples/s side by side;
 #      then the recipe again with bf16 reported unsupported (the fp16 + GradScaler branch)
-#   2. ONNX Runtime CUDA vs CPU provider on the CUDA-trained bundle (bench/ort_providers.py)
+#   2. ONNX Runtime CUDA vs CPU provider on the CUDA-trained bundle (bench/ort_providers.py), and
+#      which session load_model keeps for lone 1-row calls (bench/single_row_choice.py)
 #   3. the service on the CUDA provider (DLF_REQUIRE_PROVIDER=cuda, embedded ids) vs the same
 #      service on the CPU provider, a few closed-loop cells each (bench/serving_cells.py)
 set -uo pipefail
@@ -72,6 +73,8 @@ step "2. ONNX Runtime providers on $BUNDLE"
 PYTHONPATH="$GPU" python3 -m bench.ort_providers --bundle "$BUNDLE" --out "$OUT/ort-providers.md" \
     >"$OUT/ort-providers.txt" 2>&1
 head -n -1 "$OUT/ort-providers.txt"
+step "2b. which session serves a lone row (faster_single_row at load)"
+PYTHONPATH="$GPU" python3 -m bench.single_row_choice "$BUNDLE" 2>&1 | tee "$OUT/single-row-choice.txt"
 
 CELLS=1x1,1x32,100x8,1000x32
 if grep -q "providers \[.CUDAExecutionProvider" "$OUT/ort-providers.txt"; then

@@ -37,9 +37,10 @@ def choose_providers(available: Sequence[str]) -> list[str]:
 # The fixed 1-row session runs on the CPU even where batches run on CUDA: on an H100 a CUDA call
 # of the Frappe graph took ~1.9 ms at any batch from 1 to 1,000 rows (kernel launches, not
 # arithmetic), a 1-row CPU call 0.8 ms; through the service a lone 1-row request went from 2.8 to
-# 1.1 ms p50 and 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md). A bigger graph can
-# be slower on the CPU even for one row (the paper preset: ~13 ms), so on a GPU it is kept only if
-# it times faster than the CUDA session at load (``faster_single_row``).
+# 1.1 ms p50 and 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md). Which one wins
+# depends on the graph and the host's CPU, so on a GPU it is kept only if it times faster than the
+# CUDA session at load (``faster_single_row``); on the H100 it won for both the Frappe bundle and the
+# paper preset, whose CUDA call is launch-bound at ~14 ms (docs/gpu.md, session 12).
 SINGLE_ROW_PROVIDERS = [CPU]
 # 1-row calls timed on each session at load, on a GPU host; the median decides.
 SINGLE_ROW_TIMING_CALLS = 15

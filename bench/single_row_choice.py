@@ -1,0 +1,47 @@
+"""Which session serves a lone 1-row call, as ``load_model`` decides it on this host.
+
+    python -m bench.single_row_choice <bundle> [<bundle> ...]
+
+On a GPU host the main session runs on CUDA and the fixed-batch 1-row session on the CPU;
+``faster_single_row`` times both at load and keeps the CPU one only when it is faster, which
+depends on the graph (the Frappe recipe: ~1 ms on the CPU against a ~2 ms CUDA call; the paper
+preset: ~13 ms per row on the CPU). Prints the decision and a fresh timing of both paths per
+bundle, one JSON line each. On a CPU-only host there is nothing to choose (both are CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from pathlib import Path
+
+import typer
+
+from service.model_holder import load_model, median_call_s
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(bundles: list[Path], calls: int = typer.Option(50, help="1-row calls timed per path")) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # load_model logs its decision
+    for bundle in bundles:
+        model = load_model(bundle)
+        cat, num = model.neutral_row()
+        single = model.single_row_session
+        paths = [partial(model.run, cat, num)]
+        if single is not None:
+            paths.append(partial(model.run_lone, cat, num))
+        times = median_call_s(paths, calls)
+        print(json.dumps({
+            "bundle": bundle.name,
+            "main_provider": model.provider,
+            "one_row_session": single.get_providers()[0] if single is not None else None,
+            "main_1row_ms": round(times[0] * 1e3, 3),
+            "one_row_session_ms": round(times[1] * 1e3, 3) if single is not None else None,
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    app()
