@@ -252,6 +252,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
             f"{_fmt(o['p99_503_ms'])} / {_fmt(o['max_503_ms'])} | {o['timeouts']} | {o['errors']} | "
             f"{_fmt(o['p50_ms'])} | {_fmt(o['p99_ms'])} | {_fmt(ov['unloaded_p99_ms'])} |"
         )
+    spread = timeline_line(ov["service"])
+    if spread:
+        lines += ["", spread]
     rob = result.get("robustness")
     if rob:
         rl, ro = rob["reloads"], rob["redis_outage"]
@@ -273,6 +276,23 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"- [{'x' if holds else ' '}] {line}: {'holds' if holds else 'FAILS'} ({numbers})")
     lines += [""] + [f"![{p}](img/{p})" for p in plots] + ["", END]
     return "\n".join(lines) + "\n"
+
+
+def timeline_line(summary: dict[str, Any]) -> str | None:
+    """Where in the run the service's slow admitted answers were: one p99 per slice of its timeline
+    (the onset of the overload, a stall, or throughout), so a failing p99 can be read at a glance."""
+    slices = [b for b in summary.get("timeline") or [] if b["ok"]]
+    if len(slices) < 2:
+        return None
+    step = slices[1]["from_s"] - slices[0]["from_s"]
+    worst = max(b["p99_ms"] for b in slices)
+    cells = ", ".join(
+        f"**{b['p99_ms']:.0f}**" if b["p99_ms"] == worst else f"{b['p99_ms']:.0f}" for b in slices
+    )
+    return (
+        f"Service, admitted p99 per {step:g} s of the run, in ms (slices by start time; the worst in bold): "
+        f"{cells}."
+    )
 
 
 def write_report(result: dict[str, Any], doc: Path, img: Path) -> None:
