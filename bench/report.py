@@ -252,9 +252,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
             f"{_fmt(o['p99_503_ms'])} / {_fmt(o['max_503_ms'])} | {o['timeouts']} | {o['errors']} | "
             f"{_fmt(o['p50_ms'])} | {_fmt(o['p99_ms'])} | {_fmt(ov['unloaded_p99_ms'])} |"
         )
-    spread = timeline_line(ov["service"])
-    if spread:
-        lines += ["", spread]
+    by_slice = timeline_line(ov["service"])
+    if by_slice:
+        lines += ["", by_slice]
     rob = result.get("robustness")
     if rob:
         rl, ro = rob["reloads"], rob["redis_outage"]

@@ -4,9 +4,10 @@
 
 On a GPU host the main session runs on CUDA and the fixed-batch 1-row session on the CPU;
 ``faster_single_row`` times both at load and keeps the CPU one only when it is faster, which
-depends on the graph (the Frappe recipe: ~1 ms on the CPU against a ~2 ms CUDA call; the paper
-preset: ~13 ms per row on the CPU). Prints the decision and a fresh timing of both paths per
-bundle, one JSON line each. On a CPU-only host there is nothing to choose (both are CPU).
+depends on the graph and the host (on the H100 the CPU won for the Frappe recipe, 1.2 vs 3.6 ms,
+and for the paper preset, 9 vs 14 ms: docs/gpu.md). Prints the decision (load_model's log line)
+and a fresh timing of both paths per bundle, one JSON line each. On a CPU-only host there is
+nothing to choose (both are CPU).
 """
 
 from __future__ import annotations

@@ -81,10 +81,11 @@ SHEDDING_LEAVE = 0.2
 SHEDDING_HALF_LIFE_S = 0.1
 # ...and shedding starts only on this much evidence (decayed count of recent decisions): with a short
 # half-life, one refusal after a quiet spell would otherwise be "100 % of recent decisions". 8 kept a
-# process in normal mode for the first 50-150 ms of an overload (admitted requests handed ahead behind a
-# running batch: 20-38 ms against 10-18 ms once shedding); 3 (four decisions ~7 ms apart, most of them refusals) halves that:
-# in A/B runs (7 with 8, 10 with 3) the overload's admitted p99 / unloaded p99 went from a median of 2.67x
-# (1 within 2x) to 2.11x (5 within 2x), closed-loop cells unchanged (docs/benchmarks.md, session 12).
+# process in normal mode for the first 50-150 ms of an overload (admitted requests handed ahead behind
+# a running batch: 20-38 ms against 10-18 ms once shedding); 3 (about four decisions ~7 ms apart, most
+# of them refusals) halves that: in A/B runs (7 with 8, 10 with 3) the overload's admitted p99 /
+# unloaded p99 went from a median of 2.67x (1 within 2x) to 2.11x (5 within 2x), closed-loop cells
+# unchanged (docs/benchmarks.md, session 12).
 SHEDDING_MIN_DECISIONS = 3.0
 
 log = logging.getLogger(__name__)
