@@ -86,11 +86,17 @@ class Record:
     status: list[int] = field(default_factory=list)
     retry_after_ok: int = 0
     send_lag_ms: list[float] = field(default_factory=list)  # open loop: how late each request left
+    send_lag_at: list[float] = field(default_factory=list)  # ... and when (s since the run began)
 
     def add(self, start: float, latency_ms: float, status: int) -> None:
         self.start.append(start)
         self.latency_ms.append(latency_ms)
         self.status.append(status)
+
+    def late(self, scheduled: float, lag_ms: float) -> None:
+        """An open-loop request scheduled at ``scheduled`` (s since the run began) left ``lag_ms`` late."""
+        self.send_lag_at.append(scheduled)
+        self.send_lag_ms.append(lag_ms)
 
 
 def build_requests(host: str, path: str, bodies: list[bytes]) -> list[bytes]:
@@ -123,7 +129,7 @@ class Load:
         start = time.perf_counter()
         begin = scheduled if scheduled is not None else start  # open loop: count from the schedule
         if scheduled is not None:
-            self.record.send_lag_ms.append((start - scheduled) * 1e3)
+            self.record.late(scheduled - self.t0, (start - scheduled) * 1e3)
         try:
             status, retry_after = await conn.send(self.body(), self.timeout)
         except TimeoutError:
@@ -228,16 +234,22 @@ def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: floa
 
 def timeline(record: Record, step_s: float = TIMELINE_STEP_S) -> list[dict]:
     """Per ``step_s`` of the run (by start time): requests, 200s, 503s and the 200s' p99: where in a
-    run its slow answers were (the start of an overload, or throughout)."""
+    run its slow answers were (the start of an overload, or throughout); and, open loop, how late
+    this client itself sent at most (a slice slow at the server while the client kept time was
+    the server's, or the CPU's it shares)."""
     start = np.array(record.start, dtype=np.float64)
     status = np.array(record.status, dtype=np.int64)
     lat = np.array(record.latency_ms, dtype=np.float64)
+    lag_at = np.array(record.send_lag_at, dtype=np.float64)
+    lag = np.array(record.send_lag_ms, dtype=np.float64)
     out = []
     for lo in np.arange(0.0, float(start.max()) + step_s if start.size else 0.0, step_s):
         part = (start >= lo) & (start < lo + step_s)
         ok = lat[part & (status == 200)]
+        late = lag[(lag_at >= lo) & (lag_at < lo + step_s)]
         out.append({"from_s": float(lo), "requests": int(part.sum()), "ok": int(ok.size),
-                    "status_503": int((part & (status == 503)).sum()), "p99_ms": percentile(ok, 99)})
+                    "status_503": int((part & (status == 503)).sum()), "p99_ms": percentile(ok, 99),
+                    "send_lag_max_ms": float(late.max()) if late.size else None})
     return out
 
 

@@ -6,8 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.machine_noise import NoiseProfile
+
 START = "<!-- serving-engine:start -->"
 END = "<!-- serving-engine:end -->"
+# bench/serving_engine.py's machine_noise probes: (when, key in the result's meta)
+NOISE_PROBES = (("before the grid", "noise_start"), ("right before the overload", "noise_before_overload"))
 
 
 def _cell(result: dict[str, Any], server: str, rows: int, conns: int) -> dict[str, Any]:
@@ -255,6 +259,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     by_slice = timeline_line(ov["service"])
     if by_slice:
         lines += ["", by_slice]
+    noise = noise_line(meta)
+    if noise:
+        lines += ["", noise]
     rob = result.get("robustness")
     if rob:
         rl, ro = rob["reloads"], rob["redis_outage"]
@@ -289,9 +296,28 @@ def timeline_line(summary: dict[str, Any]) -> str | None:
     cells = ", ".join(
         f"**{b['p99_ms']:.0f}**" if b["p99_ms"] == worst else f"{b['p99_ms']:.0f}" for b in slices
     )
-    return (
+    line = (
         f"Service, admitted p99 per {step:g} s of the run, in ms (slices by start time; the worst in bold): "
         f"{cells}."
+    )
+    lags = [b.get("send_lag_max_ms") for b in slices]
+    if all(lag is not None for lag in lags):  # open loop: how late the load client itself was
+        at_worst = next(lag for b, lag in zip(slices, lags, strict=True) if b["p99_ms"] == worst)
+        line += f" The load client sent at most {at_worst:.0f} ms late in the worst slice ({max(lags):.0f} ms in any)."
+    return line
+
+
+def noise_line(meta: dict[str, Any]) -> str | None:
+    """How steady the CPU was, from bench/machine_noise.py run idle before the grid and the overload."""
+    probes = [(when, meta[key]) for when, key in NOISE_PROBES if key in meta]
+    if not probes:
+        return None
+    said = "; ".join(f"{when}, {NoiseProfile(**p).line()}" for when, p in probes)
+    return (
+        "Machine steadiness (`python -m bench.machine_noise`: one process per core times fixed CPU work while "
+        f"both servers idle): {said}. A steady host shows no stalls and no slow slices (an H100 host's 16 cores, "
+        "docs/gpu.md); where it shows them, every request in flight at that moment slows at once, and the "
+        "overload's p99 moves with them."
     )
 
 

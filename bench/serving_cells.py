@@ -122,8 +122,8 @@ def main(
                             print("   ", line)
                 if rate:
                     print(f"   per {timeline_step:g} s: " + " ".join(
-                        f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}" for b in res["timeline"]
-                    ) + "  (200s/503s:p99 ms of the 200s)")
+                        f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}~{b.get('send_lag_max_ms') or 0:.0f}" for b in res["timeline"]
+                    ) + "  (200s/503s:p99 ms of the 200s~the load client's latest send, ms)")
                     print(f"   client send lag p50 {res['send_lag_p50_ms']:.1f} ms p99 {res['send_lag_p99_ms']:.1f} ms")
                 shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"
                 print(

@@ -14,6 +14,8 @@ On one bundle (the registry's CURRENT unless --version), with Frappe rows read f
    neighbours' noise hits both alike; rows/request x connections grid, load from
    bench/load_client.py in a separate process, closed loop;
 3. an overload run: open-loop load at --overload-factor x the service's measured capacity;
+   before the grid and right before this run, bench/machine_noise.py times fixed CPU work for
+   3 s while both servers idle, so the report says how steady the shared CPU was;
 4. robustness (a private redis-server, not the shared one): 10 hot reloads under load, then
    Redis stopped under load; every status is counted.
 
@@ -33,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ import httpx
 import numpy as np
 import typer
 
+from bench import machine_noise
 from bench.report import write_report
 from service.batcher import usable_cores
 from service.contract import resolve_current
@@ -185,6 +188,13 @@ def drop_prefix(redis_url: str, prefix: str) -> None:
     client.close()
 
 
+def noise(when: str, seconds: float = 3.0) -> dict[str, Any]:
+    """bench/machine_noise.py while both servers idle: how steady the CPU the cells share is."""
+    profile = machine_noise.probe(seconds)
+    print(f"machine noise {when}: {profile.line()}", flush=True)
+    return asdict(profile)
+
+
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
 
@@ -264,6 +274,7 @@ def main(
             ):
                 wait_ready(svc)
                 meta["service_info"] = httpx.get(f"{svc}/info").json().get("batching")
+                meta["noise_start"] = noise("before the grid")
                 for r in row_sizes:
                     before = ceiling(bundle, r, max(2.0, seconds / 2))
                     print(f"ceiling  {r:5d} rows: {before['rows_per_s']:9,.0f} rows/s before ({before['procs']} processes)")
@@ -280,6 +291,7 @@ def main(
                     after = ceiling(bundle, r, max(2.0, seconds / 2))
                     ceilings[str(r)] = around(before, after)
                     print(f"ceiling  {r:5d} rows: {after['rows_per_s']:9,.0f} rows/s after", flush=True)
+                meta["noise_before_overload"] = noise("before the overload")
                 overload = run_overload(
                     svc,
                     naive,

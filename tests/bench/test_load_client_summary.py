@@ -13,13 +13,15 @@ def test_timeline_splits_a_run_by_start_time_and_keeps_503s_out_of_the_p99() -> 
         record.add(0.05 * i, 80.0, 200)
     for i in range(10):  # second: fast 200s and 503s that must not count in the 200s' p99
         record.add(0.5 + 0.05 * i, 10.0, 200 if i % 2 else 503)
-    record.send_lag_ms += [0.1] * 19 + [5.0]
+    for i in range(20):  # the load client itself fell behind once, in the second half second
+        record.late(0.05 * i, 5.0 if i == 15 else 0.1)
     summary = summarise(record, rows_per_request=100, wall_s=1.0)
     first, second = summary["timeline"][:2]
     assert (first["from_s"], first["requests"], first["ok"], first["status_503"]) == (0.0, 10, 10, 0)
     assert first["p99_ms"] == pytest.approx(80.0)
     assert (second["requests"], second["ok"], second["status_503"]) == (10, 5, 5)
     assert second["p99_ms"] == pytest.approx(10.0)
+    assert (first["send_lag_max_ms"], second["send_lag_max_ms"]) == pytest.approx((0.1, 5.0))
     assert summary["send_lag_p50_ms"] == pytest.approx(0.1)
     assert summary["send_lag_p99_ms"] > 1.0
 
@@ -29,6 +31,7 @@ def test_a_closed_loop_run_has_no_send_lag() -> None:
     record.add(0.0, 1.0, 200)
     summary = summarise(record, rows_per_request=1, wall_s=1.0)
     assert summary["send_lag_p50_ms"] is None and len(summary["timeline"]) >= 1
+    assert summary["timeline"][0]["send_lag_max_ms"] is None
 
 
 def test_a_finer_timeline_step_splits_the_same_run_into_more_slices() -> None:
