@@ -315,9 +315,9 @@ def noise_line(meta: dict[str, Any]) -> str | None:
     said = "; ".join(f"{when}, {NoiseProfile(**p).line()}" for when, p in probes)
     return (
         "Machine steadiness (`python -m bench.machine_noise`: one process per core times fixed CPU work while "
-        f"both servers idle): {said}. A steady host shows no stalls and no slow slices (an H100 host's 16 cores, "
-        "docs/gpu.md); where it shows them, every request in flight at that moment slows at once, and the "
-        "overload's p99 moves with them."
+        f"both servers idle): {said}. A steady host shows neither (one of four lent H100 hosts, docs/gpu.md); "
+        "where they show, every request in flight at that moment slows at once, and the overload's p99 moves "
+        "with them."
     )
 
 
