@@ -8,7 +8,7 @@
 #
 # Per round: 100 x 8 (capacity), 100 x 1 (the unloaded p99) and an open-loop overload at twice the
 # capacity just measured, each a fresh `serve` (bench/serving_cells.py; embedded ids, so no
-# redis-server is needed: pass EXTRA="--redis-url redis://..." and drop --embedded to use one).
+# redis-server is needed: IDS= uses the Redis at 127.0.0.1:6379, IDS="--redis-url URL" another).
 # Needs the Python dependencies importable (PYTHON, default python3) and the Frappe rows
 # (DLF_BENCH_FRAPPE or ../shared/data/frappe/frappe.dev.libfm).
 set -euo pipefail
@@ -17,7 +17,7 @@ ROUNDS=${2:-3}
 CPUS=${3:-0-1}
 PY=${PYTHON:-python3}
 PIN=(taskset -c "$CPUS")
-cells() { "${PIN[@]}" "$PY" -m bench.serving_cells --registry "$REG" --embedded --seconds 5 ${EXTRA:-} --cells "$1"; }
+cells() { "${PIN[@]}" "$PY" -m bench.serving_cells --registry "$REG" --seconds 5 ${IDS---embedded} --cells "$1"; }
 
 "${PIN[@]}" "$PY" -m bench.machine_noise --seconds 5 | sed -n 1p
 for round in $(seq "$ROUNDS"); do
