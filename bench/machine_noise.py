@@ -7,8 +7,8 @@ One process per usable core (by default) hashes the same 1 MiB buffer over and o
 one H100 host lent through the device tool (session 13, 1, 2 and 16 processes x 5 s): 0 stalls,
 longest chunk 1.2-3.7 ms (another, probed alone 3 x 5 s, had 3-16 stalls of up to 9.6 ms: hosts
 differ). On this 2-core VM the host takes the CPU away now and then, with the guest's
-steal counter at 0, so `vmstat` shows nothing: 22-34 chunks stalled 5-11 ms per 2 x 5 s, and
-10-15 % of quarter seconds ran at >= 1.3x the median. Under load such a moment slows every request
+steal counter at 0, so `vmstat` shows nothing: 22-37 chunks stalled 5-11 ms per 2 x 5 s, and
+10-18 % of quarter seconds ran at >= 1.3x the median. Under load such a moment slows every request
 in flight at once, so a tail-latency ratio measured on that machine (the overload line of
 docs/benchmarks.md) moves with it. bench/serving_engine.py runs this before its grid and right
 before its overload run and prints both next to the numbers.
