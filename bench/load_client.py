@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 # Seconds per slice of a summary's timeline (where in a run its slow answers were).
 TIMELINE_STEP_S = 0.5
+# the summary lists the slowest 1 % of answered requests, at least this many
+SLOWEST_MIN = 10
 
 
 class _Connection(asyncio.Protocol):
@@ -203,10 +206,15 @@ def percentile(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
-def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: float = TIMELINE_STEP_S) -> dict:
+def summarise(
+    record: Record, rows_per_request: int, wall_s: float, step_s: float = TIMELINE_STEP_S, t0: float | None = None
+) -> dict:
     status = np.array(record.status, dtype=np.int64)
     lat = np.array(record.latency_ms, dtype=np.float64)
     ok = lat[status == 200]
+    ok_start = np.array(record.start, dtype=np.float64)[status == 200]
+    n_slow = max(SLOWEST_MIN, math.ceil(ok.size / 100))
+    slowest = np.argsort(-ok, kind="stable")[:n_slow]
     shed = lat[status == 503]
     return {
         "requests": int(status.size),
@@ -229,6 +237,10 @@ def summarise(record: Record, rows_per_request: int, wall_s: float, step_s: floa
         # that lateness is inside every latency above, as it would be for a real client
         "send_lag_p50_ms": percentile(np.array(record.send_lag_ms), 50),
         "send_lag_p99_ms": percentile(np.array(record.send_lag_ms), 99),
+        # which answers set the p99, and when: with ``t0`` (the run's start on time.perf_counter, i.e.
+        # CLOCK_MONOTONIC) another process can line them up with a scheduler trace (bench/sched_trace.py)
+        "t0": t0,
+        "slowest_ok": [[float(ok_start[i]), float(ok[i])] for i in slowest],
     }
 
 
@@ -283,7 +295,7 @@ def main(
             await load.open_loop(rate, seconds, connections)
         else:
             await load.closed_loop(connections, seconds, stop_file)
-        return summarise(load.record, rows_per_request, time.perf_counter() - start, timeline_step)
+        return summarise(load.record, rows_per_request, time.perf_counter() - start, timeline_step, load.t0)
 
     result = uvloop.run(run())
     text = json.dumps(result)

@@ -259,6 +259,8 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     by_slice = timeline_line(ov["service"])
     if by_slice:
         lines += ["", by_slice]
+    if ov.get("service_slowest"):
+        lines += ["", f"Service, from a scheduler trace of the run (`bench/sched_trace.py`): {ov['service_slowest']}."]
     noise = noise_line(meta)
     if noise:
         lines += ["", noise]

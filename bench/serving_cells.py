@@ -8,6 +8,10 @@ N requests/s (the overload shape). Environment variables (DLF_*) reach the serve
 is compared by running this twice. bench/serving_engine.py is the full, documented run; this
 is the quick loop that its "What changed" rows were measured with (same load client, same
 Redis setup). ``--scrape`` prints the server-side latency histogram after each cell.
+``--trace`` (root) records the scheduler's task switches during each open-loop cell
+(bench/sched_trace.py) and says how much CPU tasks outside the benchmark (the servers, the load
+client, Redis) took while the slowest answers were in flight, and how many of those started in
+the overload's first quarter second.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from __future__ import annotations
 import resource
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
 import typer
 
 from bench.load_client import TIMELINE_STEP_S
+from bench.sched_trace import sched_trace, slowest_line
 from bench.serving_engine import (
     FRAPPE,
     drop_prefix,
@@ -36,7 +42,6 @@ from bench.serving_engine import (
 from service.contract import resolve_current
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
 
 def parse_cells(spec: str) -> list[tuple[int, int, float]]:
     """``"1x32,100o400"`` -> [(rows, connections, rate)]; rate 0 = closed loop."""
@@ -79,6 +84,7 @@ def main(
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0"),
     embedded: bool = typer.Option(False, help="no Redis: the service reads ids from the bundle (hosts without redis-server)"),
     n_records: int = typer.Option(4000, "--records", help="distinct Frappe rows the bodies draw from"),
+    trace: bool = typer.Option(False, help="root: trace task switches during open-loop cells (see above)"),
 ) -> None:
     version = resolve_current(registry)
     if version is None:
@@ -105,7 +111,8 @@ def main(
                 before, start = thread_cpu(), time.monotonic()
                 client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 extra = {"rate": rate, "timeline_step": timeline_step} if rate else {}
-                res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
+                with sched_trace() if trace and rate else nullcontext([]) as runs:
+                    res = load(url, bodies, rows, conns, seconds, 1.0, timeout=15.0, **extra)
                 after, wall = thread_cpu(), time.monotonic() - start
                 client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 client_cpu = sum(getattr(client_after, f) - getattr(client_before, f) for f in ("ru_utime", "ru_stime"))
@@ -125,6 +132,8 @@ def main(
                         f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}~{b.get('send_lag_max_ms') or 0:.0f}" for b in res["timeline"]
                     ) + "  (200s/503s:p99 ms of the 200s~the load client's latest send, ms)")
                     print(f"   client send lag p50 {res['send_lag_p50_ms']:.1f} ms p99 {res['send_lag_p99_ms']:.1f} ms")
+                    if trace:
+                        print(f"   {slowest_line(res, runs)}")
                 shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"
                 print(
                     f"{server_kind} {shape}: {res['rows_per_s']:,.0f} rows/s p50 {res['p50_ms'] or 0:.1f} ms "

@@ -15,7 +15,9 @@ On one bundle (the registry's CURRENT unless --version), with Frappe rows read f
    bench/load_client.py in a separate process, closed loop;
 3. an overload run: open-loop load at --overload-factor x the service's measured capacity;
    before the grid and right before this run, bench/machine_noise.py times fixed CPU work for
-   3 s while both servers idle, so the report says how steady the shared CPU was;
+   3 s while both servers idle, so the report says how steady the shared CPU was; where this
+   process may trace the scheduler (root), the probes name what stalled the CPU and the
+   overload's slowest admitted answers are lined up with what else ran (bench/sched_trace.py);
 4. robustness (a private redis-server, not the shared one): 10 hot reloads under load, then
    Redis stopped under load; every status is counted.
 
@@ -34,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ import httpx
 import numpy as np
 import typer
 
-from bench import machine_noise
+from bench import machine_noise, sched_trace
 from bench.report import write_report
 from service.batcher import usable_cores
 from service.contract import resolve_current
@@ -189,8 +191,9 @@ def drop_prefix(redis_url: str, prefix: str) -> None:
 
 
 def noise(when: str, seconds: float = 3.0) -> dict[str, Any]:
-    """bench/machine_noise.py while both servers idle: how steady the CPU the cells share is."""
-    profile = machine_noise.probe(seconds)
+    """bench/machine_noise.py while both servers idle: how steady the CPU the cells share is
+    (with the cause of each stall where this process may trace the scheduler)."""
+    profile = machine_noise.probe(seconds, trace=sched_trace.available(mount=True) is not None)
     print(f"machine noise {when}: {profile.line()}", flush=True)
     return asdict(profile)
 
@@ -362,8 +365,13 @@ def run_overload(
         "unloaded_p99_ms": unloaded["p99_ms"],
     }
     for name, url in (("service", svc), ("naive", naive)):
-        res = load(url, bodies, rows, 512, seconds, warmup, rate=rate, timeout=timeout)
+        traced = name == "service" and sched_trace.available(mount=True) is not None
+        with sched_trace.sched_trace() if traced else nullcontext([]) as runs:
+            res = load(url, bodies, rows, 512, seconds, warmup, rate=rate, timeout=timeout)
         out[name] = res
+        if traced:  # what the slowest admitted answers had against them (the overload line's p99)
+            out["service_slowest"] = sched_trace.slowest_line(res, runs)
+            print(f"  service: {out['service_slowest']}", flush=True)
         print(
             f"  {name}: ok {res['ok']} 503 {res['status_503']} (p99 {res['p99_503_ms']} ms) "
             f"timeouts {res['timeouts']} admitted p99 {res['p99_ms']} ms",

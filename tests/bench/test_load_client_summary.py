@@ -43,3 +43,24 @@ def test_a_finer_timeline_step_splits_the_same_run_into_more_slices() -> None:
     assert [b["p99_ms"] for b in fine[:3]] == pytest.approx([50.0, 50.0, 10.0])
     coarse = summarise(record, rows_per_request=1, wall_s=1.0)["timeline"]  # 0.5 s by default
     assert [b["requests"] for b in coarse[:2]] == [5, 5]
+
+
+def test_the_summary_lists_the_slowest_answers_with_the_runs_start_on_the_monotonic_clock() -> None:
+    record = Record()
+    for i in range(2000):  # a quarter are 503s: 1 % of the 1500 answered is the 15 slowest
+        record.add(i * 0.001, float(i % 500), 200 if i % 4 else 503)
+    summary = summarise(record, rows_per_request=1, wall_s=2.0, t0=123.5)
+    slowest = summary["slowest_ok"]
+    assert summary["t0"] == 123.5 and len(slowest) == 15
+    assert [ms for _, ms in slowest] == sorted((ms for _, ms in slowest), reverse=True)
+    assert slowest[0] == [pytest.approx(0.499), 499.0]  # the first of the four requests at 499 ms
+    assert all(ms >= 495 and round(start * 1000) % 4 for start, ms in slowest)
+
+
+def test_a_short_run_still_lists_ten_slowest_answers() -> None:
+    record = Record()
+    for i in range(30):
+        record.add(i * 0.01, float(i), 200)
+    assert [ms for _, ms in summarise(record, rows_per_request=1, wall_s=1.0)["slowest_ok"]] == list(
+        map(float, range(29, 19, -1))
+    )
