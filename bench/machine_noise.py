@@ -3,15 +3,18 @@
     python -m bench.machine_noise [--seconds 5] [--procs N] [--trace]
 
 One process per usable core (by default) hashes the same 1 MiB buffer over and over (fixed work,
-~0.75 ms a chunk here) and times each chunk. On a steady host every chunk takes about the median:
+0.57-0.75 ms a chunk here) and times each chunk. On a steady host every chunk takes about the median:
 one H100 host lent through the device tool (session 13, 1, 2 and 16 processes x 5 s): 0 stalls,
 longest chunk 1.2-3.7 ms (another, probed alone 3 x 5 s, had 3-16 stalls of up to 9.6 ms: hosts
-differ). On this 2-core VM the host takes the CPU away now and then, with the guest's
-steal counter at 0, so `vmstat` shows nothing: 22-37 chunks stalled 5-11 ms per 2 x 5 s, and
-10-18 % of quarter seconds ran at >= 1.3x the median. Under load such a moment slows every request
-in flight at once, so a tail-latency ratio measured on that machine (the overload line of
-docs/benchmarks.md) moves with it. bench/serving_engine.py runs this before its grid and right
-before its overload run and prints both next to the numbers.
+differ). On this 2-core VM in session 13, 22-37 chunks stalled 5-11 ms per 2 x 5 s and 10-18 % of
+quarter seconds ran at >= 1.3x the median; on session 14's machine, 0-2 stalls. ``--trace`` told
+what such stalls are (session 14): mostly another task of the guest taking that CPU for 4-12 ms
+(the sandbox's agent, ``kdamond.0``, the Erlang VM of the RabbitMQ this machine kind starts), and
+now and then a pause of the whole VM (both CPUs stalled 38 ms at the same instant with no task
+switch in the guest; its steal counter stays 0, so `vmstat` shows nothing). Under load such a
+moment slows every request in flight at once, so a tail-latency ratio measured on that machine
+(the overload line of docs/benchmarks.md) moves with it. bench/serving_engine.py runs this before
+its grid and right before its overload run and prints both next to the numbers.
 
 ``--trace`` (root) pins one process per CPU, records the scheduler's task switches meanwhile
 (bench/sched_trace.py) and names what stalled each chunk: another task of the guest on that CPU
