@@ -8,7 +8,7 @@ one H100 host lent through the device tool (session 13, 1, 2 and 16 processes x 
 longest chunk 1.2-3.7 ms (another, probed alone 3 x 5 s, had 3-16 stalls of up to 9.6 ms: hosts
 differ). On this 2-core VM in session 13, 22-37 chunks stalled 5-11 ms per 2 x 5 s and 10-18 % of
 quarter seconds ran at >= 1.3x the median; on session 14's machine, 0-2 stalls. ``--trace`` told
-what such stalls are (session 14): mostly another task of the guest taking that CPU for 4-12 ms
+what such stalls are (session 14): mostly another task of the guest taking that CPU for 5-8 ms
 (the sandbox's agent, ``kdamond.0``, the Erlang VM of the RabbitMQ this machine kind starts), and
 now and then a pause of the whole VM (both CPUs stalled 38 ms at the same instant with no task
 switch in the guest; its steal counter stays 0, so `vmstat` shows nothing). Under load such a
