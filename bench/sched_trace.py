@@ -9,7 +9,8 @@ clock set to ``mono`` its timestamps are CLOCK_MONOTONIC, the clock behind ``tim
 on Linux, so a process can name a window in its own time and ask what ran on each core then.
 
 Root only (tracefs); ``available()`` says whether this machine allows it. Used by
-``python -m bench.machine_noise --trace`` and ``python -m bench.serving_cells --trace``.
+``python -m bench.machine_noise --trace``, ``python -m bench.serving_cells --trace`` and, when it
+may, the full run (bench/serving_engine.py: its noise probes and the service's overload).
 """
 
 from __future__ import annotations

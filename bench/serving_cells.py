@@ -43,6 +43,7 @@ from service.contract import resolve_current
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
+
 def parse_cells(spec: str) -> list[tuple[int, int, float]]:
     """``"1x32,100o400"`` -> [(rows, connections, rate)]; rate 0 = closed loop."""
     cells = []
