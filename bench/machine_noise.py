@@ -74,9 +74,9 @@ class NoiseProfile:
         return text
 
 
-def stall_ms(durations_ms: Sequence[float]) -> float:
-    """How long a chunk must take to count as stalled, given all chunks of one process."""
-    return max(STALL_MIN_MS, STALL_FACTOR * statistics.median(durations_ms))
+def stall_ms(median_ms: float) -> float:
+    """How long a chunk must take to count as stalled, given the median chunk of its process."""
+    return max(STALL_MIN_MS, STALL_FACTOR * median_ms)
 
 
 def summarise(starts_s: Sequence[float], durations_ms: Sequence[float], slice_s: float = SLICE_S) -> NoiseProfile:
@@ -84,7 +84,7 @@ def summarise(starts_s: Sequence[float], durations_ms: Sequence[float], slice_s:
     if not durations_ms:
         raise ValueError("no chunks were timed")
     median = statistics.median(durations_ms)
-    threshold = stall_ms(durations_ms)
+    threshold = stall_ms(median)
     slices: dict[int, list[float]] = {}
     for start, ms in zip(starts_s, durations_ms, strict=True):
         slices.setdefault(int(start // slice_s), []).append(ms)
@@ -141,7 +141,7 @@ def stall_causes(processes: Sequence[Chunks], runs: Sequence[Run]) -> Counter[st
     for proc in processes:
         assert proc.cpu is not None, "stalls are attributed per CPU: pin the processes"
         median = statistics.median(proc.durations)
-        threshold = stall_ms(proc.durations)
+        threshold = stall_ms(median)
         for start, ms in zip(proc.starts, proc.durations, strict=True):
             if ms < threshold:
                 continue
