@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.batcher import MicroBatcher, Overloaded, usable_cores
+from service.busy_board import board_from_environment
 from service.encoding import EncodingError
 from service.errors import encoding_error_response
 from service.fast_predict import PredictFastPath
@@ -32,6 +33,7 @@ from service.method_not_allowed import install_method_not_allowed
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.model_holder import OrtOptions, load_model, resolve_version
+from service.processes import group_dir
 from service.provider_guard import check_provider
 from service.reloader import Reloader
 from service.request_log import RequestLogger
@@ -114,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         inline_rows=s.inline_rows,
         batches_per_worker=s.batches_per_worker,
         spread_threads=spread_threads,
+        board=board_from_environment(group_dir()),
         metrics=state.metrics,
     )
     await state.batcher.start()

@@ -20,7 +20,8 @@ finished, so there is no timer anywhere:
   its rows (at least ``MIN_SPREAD_ROWS`` per thread) to ``spread_threads`` extra threads: with one process
   per core each pool has one worker, and a lone big request would otherwise use one core while
   ONNX Runtime's own thread pool (what a hand-written server gets by default) uses all of them.
-  Under load the pool is rarely idle, so batching is unchanged;
+  In a ``serve`` group only onto cores the other processes are not computing on (``board``),
+  so under load, when their workers are busy, batching is unchanged;
 - a request of at most ``inline_rows`` rows that finds every worker idle runs on
   the event loop itself: two thread hand-offs cost more than its inference;
 - a busy worker is handed its next batch (``batches_per_worker``) once 32+ rows
@@ -60,6 +61,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service.busy_board import BusyBoard
 from service.metrics import ServiceMetrics
 
 # Below this many rows per chunk, one more ONNX Runtime call costs more than a second core saves.
@@ -297,6 +299,7 @@ class MicroBatcher:
         inline_rows: int = 0,
         batches_per_worker: int = 1,
         spread_threads: int = 0,
+        board: BusyBoard | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1 or batches_per_worker < 1:
@@ -334,6 +337,9 @@ class MicroBatcher:
         # extra threads a big request on an idle pool shares its rows with (0 = none): kept apart from
         # the workers, so batches handed ahead to a busy worker still wait for it, not for these
         self.spread_threads = spread_threads
+        # the serve group's count of running inference calls (None: a process of its own): spread
+        # threads run on the other processes' cores, so they are used only while those are idle
+        self.board = board
         self._spreading = 0
         self._spread_executor: ThreadPoolExecutor | None = None
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
@@ -597,12 +603,16 @@ class MicroBatcher:
     def _spread_rows(self, rows: int) -> int:
         """Rows of this request the spread threads take: none unless the whole pool (spread threads
         included) is idle, nothing else is queued or being admitted, the service is not shedding
-        (then every core is busy anyway), and each thread keeps at least MIN_SPREAD_ROWS rows."""
+        (then every core is busy anyway), and each thread keeps at least MIN_SPREAD_ROWS rows; in a
+        serve group, only as many threads as there are cores the other processes leave idle."""
         if not (self.enabled and self._spread_executor is not None) or self.shedding:
             return 0
         if self._busy or self._spreading or self._pending or self._reserved_rows:
             return 0
-        threads = min(self.workers + self.spread_threads, rows // MIN_SPREAD_ROWS)
+        spread = self.spread_threads
+        if self.board is not None:  # the other processes' running calls hold the cores spread threads would use
+            spread = max(0, spread - self.board.others())
+        threads = min(self.workers + spread, rows // MIN_SPREAD_ROWS)
         if threads <= self.workers:
             return 0
         return rows * (threads - self.workers) // threads
@@ -612,6 +622,7 @@ class MicroBatcher:
         as one call (the pool was idle, so there is no batch to keep small for latency)."""
         assert self._loop is not None and self._spread_executor is not None
         self._spreading += 1
+        self._publish()
         tail = self._loop.run_in_executor(self._spread_executor, self._infer, model, cat_ids[keep:], numerics[keep:])
         tail.add_done_callback(self._spread_done)
         head, (rest, _) = await asyncio.gather(self._submit_chunks(model, cat_ids[:keep], numerics[:keep], None), tail)
@@ -619,6 +630,12 @@ class MicroBatcher:
 
     def _spread_done(self, _: asyncio.Future[tuple[np.ndarray, float]]) -> None:
         self._spreading -= 1
+        self._publish()
+
+    def _publish(self) -> None:
+        """Tell the group how many inference calls this process runs (workers busy plus spread calls)."""
+        if self.board is not None:
+            self.board.publish(min(self._busy, self.workers) + self._spreading)
 
     def _chunks(self, rows: int, workers: int | None = None) -> int:
         """Chunks a request is cut into: one per (free) worker if each keeps MIN_SPLIT_ROWS, none above
@@ -715,6 +732,7 @@ class MicroBatcher:
                 cat = np.concatenate([b.cat_ids for b in batch], axis=0)
                 num = np.concatenate([b.numerics for b in batch], axis=0)
             self._busy += 1
+            self._publish()
             if self.inline_rows and self._busy == 1 and not self._pending and cat.shape[0] <= self.inline_rows:
                 # alone on an idle pool: run it here; two thread hand-offs cost more than it does
                 done: asyncio.Future[tuple[np.ndarray, float]] = self._loop.create_future()
@@ -756,6 +774,7 @@ class MicroBatcher:
     def _finished(self, running: asyncio.Future[tuple[np.ndarray, float]], batch: list[_Item]) -> None:
         self._running.pop(running, None)
         self._busy -= 1
+        self._publish()
         self.batches_run += 1
         exc = running.exception() if not running.cancelled() else RuntimeError("batch cancelled")
         if exc is None:

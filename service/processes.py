@@ -11,7 +11,9 @@ saturates one core while the other idles (docs/benchmarks.md), and no batching h
 - **Model version.** A reload or rollback through ``/admin`` in one process is written to
   ``<group dir>/target``; the others poll it and load the same version (service/reloader.py).
   CURRENT polling and Redis pub/sub notices reach every process by themselves.
-- **Inference threads.** usable cores / N per process, unless ``DLF_INFERENCE_WORKERS`` is set.
+- **Inference threads.** usable cores / N per process, unless ``DLF_INFERENCE_WORKERS`` is set;
+  each process publishes how many inference calls it runs (service/busy_board.py), so a lone big
+  request spreads only onto cores the others are not computing on.
 - **Signals.** SIGTERM/SIGINT are passed on as SIGTERM; each process drains like a single one.
   When one process exits, the others are stopped and its exit code is returned, so the
   container's supervisor (Docker, Kubernetes) restarts the whole group.
@@ -30,6 +32,8 @@ import tempfile
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
+
+from service.busy_board import INDEX_ENV, create_board
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +78,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _child(host: str, port: int, log_level: str, access_log: bool) -> None:
+def _child(host: str, port: int, log_level: str, access_log: bool, index: int) -> None:
     import uvicorn
+
+    os.environ[INDEX_ENV] = str(index)  # this process's slot on the busy board
 
     from service.logs import configure_logging
     from service.settings import Settings
@@ -104,6 +110,7 @@ def serve_processes(host: str, port: int, processes: int, log_level: str, access
 
     directory = Path(tempfile.mkdtemp(prefix="dlf-serve-"))
     (directory / "metrics").mkdir()
+    create_board(directory, processes)
     env: dict[str, Any] = {
         "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics"),
         GROUP_DIR_ENV: str(directory),
@@ -113,7 +120,7 @@ def serve_processes(host: str, port: int, processes: int, log_level: str, access
     os.environ.update(env)  # spawned children inherit it before anything imports prometheus_client
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=_child, args=(host, port, log_level, access_log), name=f"dlf-serve-{i}")
+        ctx.Process(target=_child, args=(host, port, log_level, access_log, i), name=f"dlf-serve-{i}")
         for i in range(processes)
     ]
     stopping = False

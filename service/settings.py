@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Extra threads a request that finds its process's inference pool idle shares its rows with "
         "(at least 4 rows each), so a lone request uses every core (None = the usable cores less this process's "
-        "workers; 0 = off). Under load the pool is rarely idle and batching is unchanged.",
+        "workers; 0 = off). Under `serve` with several processes only while the others' inference threads are "
+        "idle (their cores are the ones these threads run on); under load batching is unchanged.",
     )
     batches_per_worker: int = Field(
         2,

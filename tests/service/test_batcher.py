@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from service.batcher import (
     RefusalShare,
     usable_cores,
 )
+from service.busy_board import BusyBoard, create_board
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, load_model
 from service.testing import TinyBundle
@@ -853,3 +855,35 @@ def test_spread_threads_default_to_the_cores_the_other_processes_own(bundle_a: T
     assert pool_threads(Settings(processes=1)) == (cores, 0)
     assert pool_threads(Settings(processes=1, spread_threads=3)) == (cores, 3)
     assert pool_threads(Settings(processes=1, inference_workers=1)) == (1, cores - 1)
+
+
+async def test_a_lone_request_spreads_only_onto_cores_the_other_processes_leave_idle(
+    tmp_path: Path, bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """In a serve group the spread threads run on the other processes' cores: while the board says
+    one of them computes, a lone request stays on this process's worker; once it is idle, the
+    request is spread again. The pool publishes its own running calls for the others."""
+    path = create_board(tmp_path, 2)
+    other = BusyBoard.open(path, 1)
+    batcher = MicroBatcher(workers=1, spread_threads=1, max_batch_rows=128, board=BusyBoard.open(path, 0))
+    try:
+        held = await hold_the_worker(batcher, gated, bundle_a, 2 * MIN_SPREAD_ROWS - 1)
+        assert other.others() == 1  # this pool's held batch, as the other process sees it
+        gated.gate.set()
+        await held
+        assert other.others() == 0
+        other.publish(1)  # the other process is computing
+        assert batcher._spread_rows(100) == 0
+        cat, num = random_rows(bundle_a, 100, seed=11)
+        gated.calls.clear()
+        np.testing.assert_allclose(await batcher.submit(gated, cat, num), bundle_a.forward(cat, num), atol=1e-6)
+        assert [rows for _, rows in gated.calls] == [100]  # one call, on the worker
+        other.publish(0)
+        assert batcher._spread_rows(100) == 50
+        gated.calls.clear()
+        np.testing.assert_allclose(await batcher.submit(gated, cat, num), bundle_a.forward(cat, num), atol=1e-6)
+        assert sorted(rows for _, rows in gated.calls) == [50, 50]
+        assert other.others() == 0  # both calls finished and unpublished
+    finally:
+        gated.gate.set()
+        await batcher.stop()
