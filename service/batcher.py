@@ -23,7 +23,9 @@ finished, so there is no timer anywhere:
   In a ``serve`` group only onto cores the other processes are not computing on (``board``),
   so under load, when their workers are busy, batching is unchanged;
 - a request of at most ``inline_rows`` rows that finds every worker idle runs on
-  the event loop itself: two thread hand-offs cost more than its inference;
+  the event loop itself: two thread hand-offs cost more than its inference; it waits
+  ``INLINE_GATHER_TICKS`` loop iterations first, so small requests that arrived on other
+  connections meanwhile share the call;
 - a busy worker is handed its next batch (``batches_per_worker``) once 32+ rows
   are queued, so it does not idle until the loop dispatches;
 - admission control: when the work ahead of a request (rows admitted, queued or
@@ -89,6 +91,14 @@ SHEDDING_HALF_LIFE_S = 0.1
 # unloaded p99 went from a median of 2.67x (1 within 2x) to 2.11x (5 within 2x), closed-loop cells
 # unchanged (docs/benchmarks.md, session 12).
 SHEDDING_MIN_DECISIONS = 3.0
+# Loop iterations a batch that would run inline (idle pool, at most ``inline_rows`` rows) waits
+# before it runs, so requests that arrived on other connections meanwhile join it: their bytes are
+# read in the next iteration and parsed in the one after, so 2. A call costs a fixed ~0.8 ms plus
+# ~0.13 ms per row on the Frappe graph on a slow VM (session 15), and at 1 row x 32 connections the
+# inline calls held 4.2-4.6 rows on average with no wait, 9.5-10.1 with it: ONNX Runtime CPU per row
+# 0.36 -> 0.24 ms, +11-13 % rows/s (docs/benchmarks.md). A lone request pays two empty iterations
+# (microseconds), never a timer.
+INLINE_GATHER_TICKS = 2
 
 log = logging.getLogger(__name__)
 
@@ -665,8 +675,17 @@ class MicroBatcher:
         if not self._dispatch_scheduled:
             # End of this tick, not now: requests parsed in the same tick share one batch.
             self._dispatch_scheduled = True
-            self._loop.call_soon(self._dispatch)
+            self._loop.call_soon(self._gather_then_dispatch, INLINE_GATHER_TICKS)
         return item.future
+
+    def _gather_then_dispatch(self, ticks: int) -> None:
+        """Dispatch; but a batch small enough to run inline on an idle pool first waits ``ticks``
+        more loop iterations, so requests whose bytes arrived meanwhile join the same call."""
+        assert self._loop is not None
+        if ticks > 0 and self._busy == 0 and self._pending_rows <= self.inline_rows:
+            self._loop.call_soon(self._gather_then_dispatch, ticks - 1)
+            return
+        self._dispatch()
 
     def _free(self) -> bool:
         """A worker is idle (nothing is handed ahead while one is)."""

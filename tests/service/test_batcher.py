@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from service.batcher import (
+    INLINE_GATHER_TICKS,
     MIN_SPLIT_ROWS,
     MIN_SPREAD_ROWS,
     SHEDDING_ENTER,
@@ -886,4 +887,30 @@ async def test_a_lone_request_spreads_only_onto_cores_the_other_processes_leave_
         assert other.others() == 0  # both calls finished and unpublished
     finally:
         gated.gate.set()
+        await batcher.stop()
+
+
+async def test_a_small_batch_for_the_loop_waits_two_ticks_for_company(
+    bundle_a: TinyBundle, counting: CountingModel
+) -> None:
+    """A small request on an idle pool runs inline, but not in the tick it was queued: one that
+    is queued a tick later (its bytes were read meanwhile) joins the same call. A big batch (more
+    than ``inline_rows``) goes to a worker at once."""
+    assert INLINE_GATHER_TICKS == 2
+    batcher = MicroBatcher(workers=1, inline_rows=16, max_batch_rows=128)
+    await batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(counting, *random_rows(bundle_a, 1, seed=21)))
+        await asyncio.sleep(0)  # the first is queued; the next request comes a tick later
+        second = random_rows(bundle_a, 2, seed=22)
+        got = await asyncio.gather(first, batcher.submit(counting, *second))
+        np.testing.assert_allclose(got[1], bundle_a.forward(*second), atol=1e-6)
+        assert counting.calls == [3]  # one inline call for both
+        assert counting.threads == {threading.current_thread().name}  # on the event loop
+        counting.calls.clear()
+        counting.threads.clear()
+        cat, num = random_rows(bundle_a, 40, seed=23)
+        np.testing.assert_allclose(await batcher.submit(counting, cat, num), bundle_a.forward(cat, num), atol=1e-6)
+        assert counting.calls == [40] and {t.split("_")[0] for t in counting.threads} == {"dlf-infer"}
+    finally:
         await batcher.stop()

@@ -46,7 +46,9 @@ def test_serve_log_level_reaches_the_app_factory(monkeypatch: pytest.MonkeyPatch
 
     from service.app import app_factory
 
-    monkeypatch.delenv("DLF_LOG_LEVEL", raising=False)
+    # setenv, not delenv: a delenv of an unset variable records nothing to restore, and serve writes
+    # DLF_LOG_LEVEL into the environment, so later tests' subprocesses logged at WARNING
+    monkeypatch.setenv("DLF_LOG_LEVEL", "info")
     monkeypatch.setenv("DLF_PROCESSES", "1")  # one process: the uvicorn.run path
     seen: dict[str, object] = {}
 
