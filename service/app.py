@@ -27,6 +27,7 @@ from service.encoding import EncodingError
 from service.errors import encoding_error_response
 from service.fast_predict import PredictFastPath
 from service.feature_store import build_feature_store
+from service.http_protocol import open_connections
 from service.impressions import ImpressionLogger
 from service.logs import configure_logging
 from service.method_not_allowed import install_method_not_allowed
@@ -117,6 +118,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batches_per_worker=s.batches_per_worker,
         spread_threads=spread_threads,
         board=board_from_environment(group_dir()),
+        connections=open_connections,
         metrics=state.metrics,
     )
     await state.batcher.start()

@@ -310,6 +310,7 @@ class MicroBatcher:
         batches_per_worker: int = 1,
         spread_threads: int = 0,
         board: BusyBoard | None = None,
+        connections: Callable[[], int] | None = None,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         if max_batch_rows < 1 or batches_per_worker < 1:
@@ -350,6 +351,9 @@ class MicroBatcher:
         # the serve group's count of running inference calls (None: a process of its own): spread
         # threads run on the other processes' cores, so they are used only while those are idle
         self.board = board
+        # open client connections of this process (None: unknown, e.g. in-process tests): a small
+        # batch waits for company only when another connection could bring it
+        self.connections = connections
         self._spreading = 0
         self._spread_executor: ThreadPoolExecutor | None = None
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
@@ -680,9 +684,14 @@ class MicroBatcher:
 
     def _gather_then_dispatch(self, ticks: int) -> None:
         """Dispatch; but a batch small enough to run inline on an idle pool first waits ``ticks``
-        more loop iterations, so requests whose bytes arrived meanwhile join the same call."""
+        more loop iterations, so requests whose bytes arrived meanwhile join the same call. Only
+        while another client connection is open (a lone client cannot bring company, and the wait
+        showed in its latency), and not for the first part of a spread request (its other part
+        is already running on a spread thread)."""
         assert self._loop is not None
-        if ticks > 0 and self._busy == 0 and self._pending_rows <= self.inline_rows:
+        idle = self._busy == 0 and not self._spreading
+        company = self.connections is not None and self.connections() > 1
+        if ticks > 0 and idle and company and self._pending_rows <= self.inline_rows:
             self._loop.call_soon(self._gather_then_dispatch, ticks - 1)
             return
         self._dispatch()

@@ -18,6 +18,14 @@ from typing import Any
 HEAD_START = b"HTTP/1.1 "
 HEAD_END = b"\r\n\r\n"
 
+_open_connections = 0  # of this process, counted on its event loop thread
+
+
+def open_connections() -> int:
+    """HTTP connections open in this process through ``http_protocol()``'s class (0 under any
+    other server): the batcher waits for company only when another client could send it."""
+    return _open_connections
+
 
 class CoalescingTransport:
     """Wraps a transport: holds a response head until the next write, then sends both in one call."""
@@ -68,6 +76,13 @@ def http_protocol() -> type[asyncio.Protocol] | str:
 
     class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            global _open_connections
+            _open_connections += 1
             super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            global _open_connections
+            _open_connections -= 1
+            super().connection_lost(exc)
 
     return CoalescingHttpToolsProtocol

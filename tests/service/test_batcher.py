@@ -893,20 +893,30 @@ async def test_a_lone_request_spreads_only_onto_cores_the_other_processes_leave_
 async def test_a_small_batch_for_the_loop_waits_two_ticks_for_company(
     bundle_a: TinyBundle, counting: CountingModel
 ) -> None:
-    """A small request on an idle pool runs inline, but not in the tick it was queued: one that
-    is queued a tick later (its bytes were read meanwhile) joins the same call. A big batch (more
-    than ``inline_rows``) goes to a worker at once."""
+    """A small request on an idle pool runs inline, but not in the tick it was queued while other
+    client connections are open: one queued a tick later (its bytes were read meanwhile) joins the
+    same call. With one connection (a lone client) it runs at once. A big batch (more than
+    ``inline_rows``) goes to a worker at once."""
     assert INLINE_GATHER_TICKS == 2
-    batcher = MicroBatcher(workers=1, inline_rows=16, max_batch_rows=128)
-    await batcher.start()
-    try:
+    open_connections = [8]
+    batcher = MicroBatcher(workers=1, inline_rows=16, max_batch_rows=128, connections=lambda: open_connections[0])
+
+    async def one_tick_apart() -> None:
         first = asyncio.ensure_future(batcher.submit(counting, *random_rows(bundle_a, 1, seed=21)))
         await asyncio.sleep(0)  # the first is queued; the next request comes a tick later
         second = random_rows(bundle_a, 2, seed=22)
         got = await asyncio.gather(first, batcher.submit(counting, *second))
         np.testing.assert_allclose(got[1], bundle_a.forward(*second), atol=1e-6)
+
+    await batcher.start()
+    try:
+        await one_tick_apart()
         assert counting.calls == [3]  # one inline call for both
         assert counting.threads == {threading.current_thread().name}  # on the event loop
+        counting.calls.clear()
+        open_connections[0] = 1
+        await one_tick_apart()
+        assert counting.calls == [1, 2]  # a lone client's request did not wait
         counting.calls.clear()
         counting.threads.clear()
         cat, num = random_rows(bundle_a, 40, seed=23)
