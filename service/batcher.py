@@ -689,6 +689,9 @@ class MicroBatcher:
         showed in its latency), and not for the first part of a spread request (its other part
         is already running on a spread thread)."""
         assert self._loop is not None
+        if self._executor is None:  # stopped while it waited: stop() failed the queue
+            self._dispatch_scheduled = False
+            return
         idle = self._busy == 0 and not self._spreading
         company = self.connections is not None and self.connections() > 1
         if ticks > 0 and idle and company and self._pending_rows <= self.inline_rows:

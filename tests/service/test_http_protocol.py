@@ -74,3 +74,49 @@ def test_the_protocol_is_uvicorns_httptools_one_with_the_wrapper() -> None:
 
     protocol = http_protocol()
     assert isinstance(protocol, type) and issubclass(protocol, HttpToolsProtocol)
+
+
+async def test_the_protocol_counts_open_connections_for_the_batcher() -> None:
+    """Real sockets: each accepted connection counts while it is open (the batcher waits for
+    company only when another client could bring it)."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from service.http_protocol import open_connections
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # never called: no request is sent
+        raise AssertionError("no request expected")
+
+    config = uvicorn.Config(app, http=http_protocol(), log_level="warning")
+    config.load()
+    state = ServerState()
+    protocol = http_protocol()
+    assert isinstance(protocol, type)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: protocol(config=config, server_state=state, app_state={}), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    before = open_connections()
+    try:
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _ in range(100):
+            if open_connections() == before + 2:
+                break
+            await asyncio.sleep(0.01)
+        assert open_connections() == before + 2
+        clients[0][1].close()
+        await clients[0][1].wait_closed()
+        for _ in range(100):
+            if open_connections() == before + 1:
+                break
+            await asyncio.sleep(0.01)
+        assert open_connections() == before + 1
+        clients[1][1].close()
+        await clients[1][1].wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    for _ in range(100):
+        if open_connections() == before:
+            break
+        await asyncio.sleep(0.01)
+    assert open_connections() == before
