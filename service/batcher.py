@@ -96,8 +96,8 @@ SHEDDING_MIN_DECISIONS = 3.0
 # read in the next iteration and parsed in the one after, so 2. A call costs a fixed ~0.8 ms plus
 # ~0.13 ms per row on the Frappe graph on a slow VM (session 15), and at 1 row x 32 connections the
 # inline calls held 4.2-4.6 rows on average with no wait, 9.5-10.1 with it: ONNX Runtime CPU per row
-# 0.36 -> 0.24 ms, +11-13 % rows/s (docs/benchmarks.md). A lone request pays two empty iterations
-# (microseconds), never a timer.
+# 0.36 -> 0.24 ms, +11-13 % rows/s (docs/benchmarks.md). Never a timer, and only while another
+# client connection is open: a lone client's request runs at once.
 INLINE_GATHER_TICKS = 2
 
 log = logging.getLogger(__name__)
