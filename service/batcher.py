@@ -693,8 +693,8 @@ class MicroBatcher:
             self._dispatch_scheduled = False
             return
         idle = self._busy == 0 and not self._spreading
-        company = self.connections is not None and self.connections() > 1
-        if ticks > 0 and idle and company and self._pending_rows <= self.inline_rows:
+        small = self._pending_rows <= self.inline_rows
+        if ticks > 0 and idle and small and self.connections is not None and self.connections() > 1:
             self._loop.call_soon(self._gather_then_dispatch, ticks - 1)
             return
         self._dispatch()
