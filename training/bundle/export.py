@@ -25,6 +25,7 @@ from torch import nn
 
 from model.base import ProbabilityModel
 from service.contract import CAT_INPUT, NUM_INPUT, PROB_OUTPUT
+from training.bundle.batch_shapes import fold_batch_shapes
 
 OPSET = 17
 # Weights above this go to <bundle>/model.onnx.data (ONNX external data); protobuf caps a file at 2 GiB.
@@ -199,11 +200,13 @@ def export_onnx(
     exporter: Exporter = "auto",
     parity_rows: int = PARITY_ROWS,
     tol: float = PARITY_TOL,
+    fold_shapes: bool = True,
 ) -> dict[str, object]:
     """Export ``net`` (logits) as ``path`` with a probability output and verify parity on random rows.
 
-    Returns {"exporter", "opset", "parity_max_abs_diff", "parity_rows"} (+ "external_data" when the
-    weights crossed ONNX's 2 GB limit and went to ``model.onnx.data``); raises ExportParityError.
+    Returns {"exporter", "opset", "parity_max_abs_diff", "parity_rows"} + "batch_shapes" (values folded,
+    nodes before/after: training/bundle/batch_shapes.py) or "external_data" when the weights crossed
+    ONNX's 2 GB limit and went to ``model.onnx.data``; raises ExportParityError.
     """
     path = Path(path)
     net = net.to("cpu").eval()
@@ -224,6 +227,10 @@ def export_onnx(
     else:
         raise RuntimeError(f"ONNX export failed with every exporter ({kinds})") from last
     external = gather_external_data(path) if _has_external_data(path) else 0
+    # folding runs the graph in memory, so a model past protobuf's 2 GB keeps the exported shapes
+    folded = fold_batch_shapes(onnx.load(str(path))) if fold_shapes and not external else None
+    if folded is not None and folded.folded:
+        onnx.save(folded.model, str(path))
     diff = check_parity(net, path, feeds, tol)
     opset = next(
         (
@@ -239,6 +246,8 @@ def export_onnx(
         "parity_max_abs_diff": diff,
         "parity_rows": parity_rows,
     }
+    if folded is not None:
+        info["batch_shapes"] = {"folded": folded.folded, "nodes": [folded.nodes_before, folded.nodes_after]}
     if external:
         info["external_data"] = {"location": EXTERNAL_DATA_NAME, "bytes": external}
     return info
