@@ -38,12 +38,16 @@ def choose_providers(available: Sequence[str]) -> list[str]:
 # of the Frappe graph took ~1.9 ms at any batch from 1 to 1,000 rows (kernel launches, not
 # arithmetic), a 1-row CPU call 0.8 ms; through the service a lone 1-row request went from 2.8 to
 # 1.1 ms p50 and 1 row x 32 connections from 1.3k to 9.0k rows/s (docs/gpu.md). Which one wins
-# depends on the graph and the host's CPU, so on a GPU it is kept only if it times faster than the
-# CUDA session at load (``faster_single_row``); on the H100 it won for both the Frappe bundle and the
-# paper preset, whose CUDA call is launch-bound at ~14 ms (docs/gpu.md, session 12).
+# depends on the graph and the host's CPU, so it is kept only if it times faster than the main session
+# at load (``faster_single_row``); on the H100 it won for both the Frappe bundle and the paper preset,
+# whose CUDA call is launch-bound at ~14 ms (docs/gpu.md, session 12). On the CPU it won while the
+# exported graph kept its batch arithmetic (ONNX Runtime folds it once the batch is fixed); with that
+# folded at export (training/bundle/batch_shapes.py) the dynamic session is the faster one (Frappe:
+# 593 vs 665 us, ``python -m bench.single_row_session``), and timing picks it.
 SINGLE_ROW_PROVIDERS = [CPU]
-# 1-row calls timed on each session at load, on a GPU host; the median decides.
-SINGLE_ROW_TIMING_CALLS = 15
+# 1-row calls timed on each session at load, alternating; the medians decide (with 50, eight loads in
+# a row chose the same session for a Frappe bundle of each kind on a noisy 2-core VM).
+SINGLE_ROW_TIMING_CALLS = 50
 # CUDA's float32 kernels (TF32 matrix products) differ from the CPU's by up to ~6e-4 in probability
 # (docs/gpu.md); the fixed-batch session must agree with the main one within that when they differ.
 CROSS_PROVIDER_ATOL = 2e-3
@@ -201,9 +205,7 @@ def load_model(
     )
     warm = model.warm_up()
     if o.single_row_session:
-        model = with_single_row_session(model, o, SINGLE_ROW_PROVIDERS, warm)
-        if model.provider != CPU:
-            model = faster_single_row(model)
+        model = faster_single_row(with_single_row_session(model, o, SINGLE_ROW_PROVIDERS, warm))
     log.info("loaded model %s (requested providers %s, in use %s)", model.version, wanted, model.providers)
     return model
 
@@ -260,7 +262,8 @@ def median_call_s(runs: Sequence[Any], calls: int = SINGLE_ROW_TIMING_CALLS) -> 
 
 def faster_single_row(model: LoadedModel, calls: int = SINGLE_ROW_TIMING_CALLS) -> LoadedModel:
     """``model`` with its fixed 1-row session only if a 1-row call is faster there than on the main
-    session: on a GPU host the two run on different providers, and which wins depends on the graph."""
+    session: which wins depends on the graph (was its batch arithmetic folded at export?) and, on a
+    GPU host where the two run on different providers, on the host."""
     if model.single_row_session is None:
         return model
     cat, num = model.neutral_row()
