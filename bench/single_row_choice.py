@@ -2,12 +2,13 @@
 
     python -m bench.single_row_choice <bundle> [<bundle> ...]
 
-On a GPU host the main session runs on CUDA and the fixed-batch 1-row session on the CPU;
-``faster_single_row`` times both at load and keeps the CPU one only when it is faster, which
-depends on the graph and the host (on the H100 the CPU won for the Frappe recipe, 1.2 vs 3.6 ms,
-and for the paper preset, 9 vs 14 ms: docs/gpu.md). Prints the decision (load_model's log line)
-and a fresh timing of both paths per bundle, one JSON line each. On a CPU-only host there is
-nothing to choose (both are CPU).
+``faster_single_row`` times the main session and the fixed-batch 1-row session at load and keeps
+the latter only when it is faster, which depends on the graph and the host: on a GPU host the
+main session runs on CUDA and the 1-row one on the CPU (on the H100 the CPU won for the Frappe
+recipe, 1.2 vs 3.6 ms, and for the paper preset, 9 vs 14 ms: docs/gpu.md); on the CPU both run
+there and the fixed batch wins only for a graph that kept its batch arithmetic at export. Prints
+the decision (load_model's log line) and a fresh timing of the paths kept per bundle, one JSON
+line each.
 """
 
 from __future__ import annotations
