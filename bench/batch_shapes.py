@@ -36,6 +36,7 @@ def _session(path: Path, fixed_batch: int | None = None) -> tuple[ort.InferenceS
     """The service's session on ``path`` and its node count after ONNX Runtime's optimisation."""
     with tempfile.TemporaryDirectory() as tmp:
         opts = session_options(options=OrtOptions())
+        opts.log_severity_level = 3  # not the warning that an optimised model is host-specific
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         if fixed_batch is not None:
             opts.add_free_dimension_override_by_name("batch", fixed_batch)
