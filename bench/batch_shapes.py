@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import typer
 
 from bench.onnx_latency import FRAPPE_CARDINALITIES
+from bench.single_row_session import optimised_nodes
 from model import build_model
 from service.model_holder import OrtOptions, median_call_s, session_options
 from training.bundle.export import export_onnx, parity_inputs
@@ -32,16 +32,15 @@ from training.recipes import load_recipe
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def _session(path: Path, fixed_batch: int | None = None) -> tuple[ort.InferenceSession, int]:
-    """The service's session on ``path`` and its node count after ONNX Runtime's optimisation."""
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = session_options(options=OrtOptions())
-        opts.log_severity_level = 3  # not the warning that an optimised model is host-specific
-        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        if fixed_batch is not None:
-            opts.add_free_dimension_override_by_name("batch", fixed_batch)
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        return session, len(onnx.load(opts.optimized_model_filepath).graph.node)
+def _session(path: Path, one_row: bool = False) -> tuple[ort.InferenceSession, int]:
+    """The service's session on ``path`` (batch fixed to 1 when ``one_row``) and its node count
+    after ONNX Runtime's optimisation."""
+    fixed = "batch" if one_row else None
+    opts = session_options(options=OrtOptions())
+    if fixed:
+        opts.add_free_dimension_override_by_name(fixed, 1)
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return session, optimised_nodes(path, fixed)
 
 
 @app.command()
@@ -59,7 +58,7 @@ def main(
         info = export_onnx(net, FRAPPE_CARDINALITIES, 0, graphs["folded"])
         print(f"graph nodes as exported / folded: {info['batch_shapes']['nodes']}")
         sessions = {name: _session(path) for name, path in graphs.items()}
-        single = {f"{name}, batch fixed to 1": _session(path, 1) for name, path in graphs.items()}
+        single = {f"{name}, batch fixed to 1": _session(path, one_row=True) for name, path in graphs.items()}
     best: dict[tuple[str, int], float] = {}
     for r in range(rounds):
         for batch in sizes:

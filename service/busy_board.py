@@ -43,11 +43,11 @@ class BusyBoard:
     @classmethod
     def open(cls, path: Path, index: int) -> BusyBoard:
         with path.open("r+b") as f:  # the mapping stays valid after the file is closed
-            memory = mmap.mmap(f.fileno(), 0)
-        if not 0 <= index < len(memory) // _SLOT.size:
-            memory.close()
+            board = cls(mmap.mmap(f.fileno(), 0), index)
+        if not 0 <= index < board.slots:
+            board.memory.close()
             raise ValueError(f"process index {index} outside the board of {path}")
-        return cls(memory, index)
+        return board
 
     @property
     def slots(self) -> int:
