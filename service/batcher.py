@@ -359,6 +359,7 @@ class MicroBatcher:
         self.bytes_per_row: float | None = None  # fewest body bytes per row seen: rows from Content-Length
         self.cost = BatchCost()
         self.metrics = metrics
+        self._depth_written: tuple[int, int] | None = None  # (requests, rows) last written to the gauges
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
         self._reserved_rows = 0  # admitted, still being parsed: see Reservation
@@ -715,8 +716,13 @@ class MicroBatcher:
 
     def _set_depth(self) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth.set(len(self._pending))
-            self.metrics.queued_rows.set(self._waiting_rows())
+            # only changes are written: each write is a locked store into a shared file under
+            # ``serve --processes N``, and most calls (3 per request) leave both values as they were
+            depth = (len(self._pending), self._waiting_rows())
+            if depth != self._depth_written:
+                self._depth_written = depth
+                self.metrics.queue_depth.set(depth[0])
+                self.metrics.queued_rows.set(depth[1])
 
     def _take_batch(self, limit: int) -> list[_Item]:
         """Oldest requests of one model object, up to ``limit`` rows (batching off: one request)."""

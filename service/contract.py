@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,11 +113,13 @@ class BundleSchema:
     label: str = "label"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    # Cached: every request reads both (a sort per read was ~2 % of a 1-row request); ``fields``
+    # is never reassigned after construction.
+    @cached_property
     def categorical(self) -> list[FieldSchema]:
         return fields_of_kind(self.fields, "categorical")
 
-    @property
+    @cached_property
     def numeric(self) -> list[FieldSchema]:
         return fields_of_kind(self.fields, "numeric")
 

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.encoding import EncodingError
 from service.errors import encoding_error_response
 from service.middleware import replay_body
-from service.routers.predict import answer
+from service.routers.predict import answer_json
 from service.state import ServiceState
 
 JSON_TYPES = (b"application/json",)
@@ -84,10 +84,19 @@ class PredictFastPath:
             return
         self.served += 1
         try:
-            response = await answer(self.state(), records, "record", receive, len(body))
+            content, request_id = await answer_json(self.state(), records, "record", receive, len(body))
         except HTTPException as exc:  # what FastAPI's default handler sends
             response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         except EncodingError as exc:
             response = encoding_error_response(exc)
+        else:  # the two messages Response(content, media_type=JSON) sends, without building one (~3 %)
+            head = [
+                (b"content-length", str(len(content)).encode()),
+                (b"content-type", b"application/json"),
+                (b"x-request-id", request_id.encode("latin-1")),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": content})
+            return
         await response(scope, receive, send)
 

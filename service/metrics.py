@@ -11,6 +11,7 @@ import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -97,14 +98,24 @@ class SharedVectorHistogram:
 
     def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
         self.bounds = np.asarray(buckets, dtype=np.float64)
+        self._bounds = [float(b) for b in buckets]
         self.histogram = Histogram(name, documentation, ["version"], buckets=buckets, registry=registry)
+        self._children: dict[str, Any] = {}  # version -> labelled child (``labels()`` locks and validates)
 
     def observe(self, version: str, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size == 0:
             return
+        child = self._children.get(version)
+        if child is None:
+            child = self._children[version] = self.histogram.labels(version=version)
+        if values.size <= SMALL_BATCH:  # as in VectorHistogram: numpy's per-call overhead dominates a few values
+            small = values.tolist()
+            for v in small:
+                child._buckets[bisect_left(self._bounds, v)].inc(1)
+            child._sum.inc(sum(small))
+            return
         counts = bucket_counts(self.bounds, values)
-        child = self.histogram.labels(version=version)
         for i, n in enumerate(counts.tolist()):
             if n:
                 child._buckets[i].inc(n)

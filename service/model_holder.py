@@ -292,13 +292,20 @@ class ModelHolder:
     @contextmanager
     def lease(self, model: LoadedModel) -> Iterator[LoadedModel]:
         """Mark ``model`` as used by one request until the block ends."""
-        self._in_flight[model.version] += 1
+        self.acquire(model)
         try:
             yield model
         finally:
-            self._in_flight[model.version] -= 1
-            if self._in_flight[model.version] <= 0:
-                del self._in_flight[model.version]
+            self.release(model)
+
+    def acquire(self, model: LoadedModel) -> None:
+        """``lease`` without a context manager, for the request path (pair with ``release`` in a finally)."""
+        self._in_flight[model.version] += 1
+
+    def release(self, model: LoadedModel) -> None:
+        self._in_flight[model.version] -= 1
+        if self._in_flight[model.version] <= 0:
+            del self._in_flight[model.version]
 
     def in_flight(self, version: str) -> int:
         return self._in_flight.get(version, 0)

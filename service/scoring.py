@@ -56,7 +56,10 @@ async def score_rows(
     Raises EncodingError (-> 4xx) for invalid values, Overloaded when the queue is
     full (-> 503 + Retry-After) and ClientGone when ``watch`` reports a disconnect.
     """
-    with state.lease() as (model, store, batcher):  # one model reference for the whole request
+    # ``state.lease()`` written out: its two generator context managers were ~5 % of a 1-row request
+    model, store, batcher = state.serving()  # one model reference for the whole request
+    state.holder.acquire(model)
+    try:
         # shed before spending time on encoding and lookups; the rows count as queued meanwhile
         reservation = batcher.reserve(len(rows))
         try:
@@ -70,6 +73,8 @@ async def score_rows(
             probs = await batcher.submit(model, cat_ids, parsed.numerics, watch=watch, reservation=reservation)
         finally:
             reservation.release()
+    finally:
+        state.holder.release(model)
     probs = np.asarray(probs, dtype=np.float32).reshape(-1)
     record_served(state, model.version, parsed.n_rows, oov, lookup.degraded, probs)
     return Scored(model.version, model.schema.model_name, probs, oov, lookup.degraded, store)

@@ -142,10 +142,11 @@ class RequestContextMiddleware:
 
         if self.metrics is not None:
             self.metrics.in_flight.inc()
+        token = _current.set(ctx)  # request_context() written out: a generator context manager per request
         try:
-            with request_context(ctx):
-                await self.app(scope, receive, send_with_ids)
+            await self.app(scope, receive, send_with_ids)
         finally:
+            _current.reset(token)
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
             if access_log.isEnabledFor(logging.INFO):  # the extra dict costs even when the line is dropped

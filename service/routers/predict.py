@@ -58,10 +58,22 @@ async def answer(
     receive: Receive,
     body_bytes: int | None,
 ) -> Response:
-    """Score ``rows`` and build the answer (the route and service/fast_predict.py share it).
+    """Score ``rows`` and build the route's answer (service/fast_predict.py sends ``answer_json``'s itself).
 
     Raises HTTPException (503 overloaded / loading, 499 client gone) and EncodingError (422).
     """
+    content, request_id = await answer_json(state, rows, row_label, receive, body_bytes)
+    return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
+
+
+async def answer_json(
+    state: ServiceState,
+    rows: list[dict[str, Any]],
+    row_label: str,
+    receive: Receive,
+    body_bytes: int | None,
+) -> tuple[bytes, str]:
+    """The answer's JSON and its request id; raises as ``answer`` does."""
     try:
         scored = await score_rows(state, rows, row_label=row_label, watch=receive, body_bytes=body_bytes)
     except Overloaded as exc:
@@ -98,4 +110,4 @@ async def answer(
             "degraded": scored.degraded,
         }
     )
-    return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
+    return content, request_id

@@ -88,3 +88,36 @@ def test_vector_histogram_counts_small_and_large_batches_alike() -> None:
     assert [k for k, _ in got] == [k for k, _ in want]
     assert np.allclose([v for _, v in got], [v for _, v in want])
     assert dict(want)["count" + "None"] == 200
+
+
+def test_shared_histogram_matches_prometheus_observe_for_small_and_large_batches() -> None:
+    """The multiprocess histogram adds whole batches (a Python path up to SMALL_BATCH values, numpy
+    beyond): its buckets and sum must equal prometheus-client's one ``observe`` per value."""
+    import numpy as np
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from service.metrics import PROB_BUCKETS, SMALL_BATCH, SharedVectorHistogram
+
+    rng = np.random.default_rng(7)
+    small = np.array([0.1, 1.0, 0.0, 0.55, 0.9999], dtype=np.float32)  # bucket edges included
+    large = rng.random(SMALL_BATCH * 4).astype(np.float32)
+    ours_registry, ref_registry = CollectorRegistry(), CollectorRegistry()
+    ours = SharedVectorHistogram("p", "probabilities", PROB_BUCKETS, ours_registry)
+    ref = Histogram("p", "probabilities", ["version"], buckets=PROB_BUCKETS, registry=ref_registry)
+    for version, values in (("a", small), ("a", large), ("b", small[:1])):
+        ours.observe(version, values)
+        for v in values.astype(np.float64).tolist():
+            ref.labels(version=version).observe(v)
+
+    def got(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in registry.collect()
+            for s in m.samples
+            if not s.name.endswith("_created")  # a timestamp, not a count
+        }
+
+    mine, expected = got(ours_registry), got(ref_registry)
+    assert mine.keys() == expected.keys() and len(mine) == 2 * (len(PROB_BUCKETS) + 1 + 2)
+    for key, value in expected.items():
+        assert abs(mine[key] - value) < 1e-6, key
