@@ -1,11 +1,16 @@
 """Per-request time of the service app against the naive peer, in-process: raw ASGI calls, no sockets.
 
-    python -m bench.asgi_cost --registry <registry> [--requests 2000] [--rows 1] [--profile]
+    python -m bench.asgi_cost --registry <registry> [--requests 2000] [--rows 1] [--profile] [--python-only]
 
 Both apps run in this process on the same bundle (the service with its embedded feature
 store, access log off), called alternately, so the difference is the Python each adds per
 request on top of the same ONNX Runtime call. ``--profile`` prints cProfile's top functions
 of the service afterwards. Used to size the /predict fast path (docs/benchmarks.md).
+
+``--python-only`` times the service alone with ONNX Runtime's call replaced by a constant and no
+spread threads: the CPU of its own Python per request, the part a change to the request path moves
+(the peer is skipped: its time is mostly the call). Run it under
+``PROMETHEUS_MULTIPROC_DIR=$(mktemp -d)`` to count metric writes as ``serve --processes N`` pays them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from bench.serving_engine import FRAPPE, frappe_records
@@ -64,7 +70,7 @@ async def timed(app: Any, body: bytes, n: int, profile: cProfile.Profile | None 
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
-async def run(registry: Path, requests: int, rows: int, rounds: int, profile: bool) -> None:
+async def run(registry: Path, requests: int, rows: int, rounds: int, profile: bool, python_only: bool) -> None:
     version = resolve_current(registry)
     if version is None:
         raise typer.BadParameter(f"no bundle in {registry}", param_hint="--registry")
@@ -74,14 +80,23 @@ async def run(registry: Path, requests: int, rows: int, rounds: int, profile: bo
     from service.settings import Settings
 
     body = json.dumps({"records": frappe_records(FRAPPE, max(rows, 1))[:rows]}).encode()
-    app = create_app(Settings(registry=registry, redis_url=None, model_version=version))
+    settings = Settings(registry=registry, redis_url=None, model_version=version)
+    if python_only:
+        settings = settings.model_copy(update={"spread_threads": 0})
+    app = create_app(settings)
     logging.getLogger("service.access").setLevel(logging.WARNING)
     async with app.router.lifespan_context(app):
         state = app.state.dlf
         while not state.holder.ready:
             await asyncio.sleep(0.05)
+        targets = [("service", app)] if python_only else [("service", app), ("naive", naive.app)]
+        if python_only:  # the service's own Python: the session's call becomes a constant
+            from service.model_holder import LoadedModel
+
+            LoadedModel._run = lambda self, session, cat, num: np.full(cat.shape[0], 0.5, np.float32)
+            print("ONNX Runtime stubbed: service Python only", flush=True)
         for r in range(rounds):
-            for name, target in (("service", app), ("naive", naive.app)):
+            for name, target in targets:
                 wall, cpu = await timed(target, body, requests)
                 print(f"round {r + 1} {name:8s} {rows} row(s): wall {wall:7.1f} us/request, "
                       f"process CPU {cpu:7.1f} us/request", flush=True)  # fmt: skip
@@ -97,8 +112,9 @@ def main(
     rows: int = typer.Option(1, help="rows per request"),
     rounds: int = typer.Option(2, help="alternating rounds of service and peer"),
     profile: bool = typer.Option(False, help="cProfile the service afterwards"),
+    python_only: bool = typer.Option(False, help="stub ONNX Runtime's call: time the service's Python alone"),
 ) -> None:
-    asyncio.run(run(registry, requests, rows, rounds, profile))
+    asyncio.run(run(registry, requests, rows, rounds, profile, python_only))
 
 
 if __name__ == "__main__":
