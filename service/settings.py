@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="Cap on the estimated queue wait (measured batch cost of the queued rows); beyond -> 503 (0 = no cap).",
     )
     queue_factor: float = Field(
-        0.5,
+        0.25,
         ge=0,
         description="Admit a request while the queue ahead of it costs at most this many times its own"
         " inference time (0 = off; only max_queue_ms then).",
