@@ -11,8 +11,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,17 +288,9 @@ class ModelHolder:
         self._current: LoadedModel | None = None
         self._in_flight: Counter[str] = Counter()
 
-    @contextmanager
-    def lease(self, model: LoadedModel) -> Iterator[LoadedModel]:
-        """Mark ``model`` as used by one request until the block ends."""
-        self.acquire(model)
-        try:
-            yield model
-        finally:
-            self.release(model)
-
     def acquire(self, model: LoadedModel) -> None:
-        """``lease`` without a context manager, for the request path (pair with ``release`` in a finally)."""
+        """Mark ``model`` as used by one request until ``release`` (in a finally: a generator context
+        manager here cost ~5 % of a 1-row request)."""
         self._in_flight[model.version] += 1
 
     def release(self, model: LoadedModel) -> None:

@@ -56,8 +56,7 @@ async def score_rows(
     Raises EncodingError (-> 4xx) for invalid values, Overloaded when the queue is
     full (-> 503 + Retry-After) and ClientGone when ``watch`` reports a disconnect.
     """
-    # ``state.lease()`` written out: its two generator context managers were ~5 % of a 1-row request
-    model, store, batcher = state.serving()  # one model reference for the whole request
+    model, store, batcher = state.serving()  # one model reference for the whole request, counted in flight
     state.holder.acquire(model)
     try:
         # shed before spending time on encoding and lookups; the rows count as queued meanwhile

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,13 +43,6 @@ class ServiceState:
         if not self.holder.ready or self.store is None or self.batcher is None:
             raise HTTPException(status_code=503, detail=self.load_error or "model is still loading")
         return self.holder.current, self.store, self.batcher
-
-    @contextmanager
-    def lease(self) -> Iterator[tuple[LoadedModel, FeatureStore, MicroBatcher]]:
-        """``serving()`` for one request; the model is counted in flight until the block ends."""
-        model, store, batcher = self.serving()
-        with self.holder.lease(model):
-            yield model, store, batcher
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -19,8 +19,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,15 +89,6 @@ def _otel_ids() -> tuple[str, str] | None:
     return f"{span_ctx.trace_id:032x}", f"{span_ctx.span_id:016x}"
 
 
-@contextmanager
-def request_context(ctx: RequestContext) -> Iterator[RequestContext]:
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _current.reset(token)
-
-
 class RequestContextMiddleware:
     """Request id + trace context + in-flight gauge + access log for every HTTP request."""
 
@@ -142,7 +131,7 @@ class RequestContextMiddleware:
 
         if self.metrics is not None:
             self.metrics.in_flight.inc()
-        token = _current.set(ctx)  # request_context() written out: a generator context manager per request
+        token = _current.set(ctx)  # set/reset, not a generator context manager: this runs on every request
         try:
             await self.app(scope, receive, send_with_ids)
         finally:

@@ -135,7 +135,9 @@ async def test_rollback_without_history_is_refused(make_client, bundle_a: TinyBu
 async def test_old_vocab_kept_while_a_request_holds_the_old_model(make_client, bundle_b: TinyBundle) -> None:
     client = await make_client(admin_token=TOKEN)
     state = client.app.state.dlf
-    with state.lease() as (model, store, _):  # a request that started on A and has not finished
+    model, store, _ = state.serving()  # a request that started on A and has not finished
+    state.holder.acquire(model)
+    try:
         assert model.version == VERSION_A
         await client.post("/admin/reload", json={"version": VERSION_B}, headers=AUTH)
         await asyncio.sleep(0.2)
@@ -143,6 +145,8 @@ async def test_old_vocab_kept_while_a_request_holds_the_old_model(make_client, b
         assert (await store.status(VERSION_A)).ready  # not released under the running request
         lookup = await store.lookup(VERSION_A, {"user": {"u1"}})
         assert lookup.ids["user"] == {"u1": 1}
+    finally:
+        state.holder.release(model)
     for _ in range(100):
         if not (await store.status(VERSION_A)).ready:
             break
