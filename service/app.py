@@ -120,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         board=board_from_environment(group_dir()),
         connections=open_connections,
         metrics=state.metrics,
+        serial_overload=s.serial_overload,
     )
     await state.batcher.start()
     if s.request_log_path is not None:

@@ -43,6 +43,14 @@ finished, so there is no timer anywhere:
   capacity, so a freed worker is refilled by new arrivals at once and a queue only
   adds latency; when refusals are rare (closed-loop clients that wait out
   ``Retry-After``), the queue is what keeps workers busy, so it is allowed;
+- serial overload: while shedding and the rows asked of a process per second (admitted or
+  refused, ``RowDemand``) pass ``SERIAL_ENTER`` x what its workers compute per second (from the
+  measured batch cost), a request of ``MIN_SPLIT_ROWS``+ rows is admitted only when the whole
+  ``serve`` group is idle (the board), and it is spread over every core as on an idle pool: one
+  big request at a time, each on all cores, instead of one per core, so an admitted request keeps
+  its unloaded latency. Demand, not the refusal share, decides: a closed-loop client that waits out
+  ``Retry-After`` never asks for much more than capacity, and refusals made by this mode would
+  otherwise keep it on below capacity. It ends below ``SERIAL_LEAVE`` x capacity;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
@@ -91,6 +99,23 @@ SHEDDING_HALF_LIFE_S = 0.1
 # unloaded p99 went from a median of 2.67x (1 within 2x) to 2.11x (5 within 2x), closed-loop cells
 # unchanged (docs/benchmarks.md, session 12).
 SHEDDING_MIN_DECISIONS = 3.0
+# Serial overload mode (module docstring) starts when the rows asked per second pass this many times what
+# the process's workers compute per second, and ends below SERIAL_LEAVE. An open-loop flood at 2x the
+# best closed-loop rate measures ~2x; closed-loop cells that shed (100 x 8, 100 x 32) ~1.0-1.1x, since
+# their refused clients sit out Retry-After.
+SERIAL_ENTER = 1.4
+SERIAL_LEAVE = 1.15
+# ...and it starts only while more than this share of decisions were refusals over a longer half-life
+# (with enough of them): a closed loop's synchronized retries (32 connections refused at once come back
+# together a Retry-After later) make a brief burst of demand, but over half a second they stay a small
+# share (100 x 32: ~15 %), where a flood at 2x capacity is refused ~65 % of the time.
+FLOOD_SHARE = 0.5
+FLOOD_HALF_LIFE_S = 0.5
+FLOOD_MIN_DECISIONS = 8.0
+# That demand rate is read over this many recent requests (at 2x capacity ~90 ms of a process's arrivals),
+# so the mode starts within about a tenth of a second of a flood; a closed loop's burst reads as a flood
+# too, which the refusal share below rules out.
+DEMAND_WINDOW = 16
 # Loop iterations a batch that would run inline (idle pool, at most ``inline_rows`` rows) waits
 # before it runs, so requests that arrived on other connections meanwhile join it: their bytes are
 # read in the next iteration and parsed in the one after, so 2. A call costs a fixed ~0.8 ms plus
@@ -246,6 +271,29 @@ class RefusalShare:
         return self.refusals / self.decisions if self.decisions else 0.0
 
 
+class RowDemand:
+    """Rows asked per second (admitted or refused) over the last ``window`` requests.
+
+    A window of requests, not of time: an exponentially decayed rate starting from an idle past took
+    ~0.5 s to read a flood (the idle past counts), which is the onset the mode is for. Time since the
+    oldest request divides, so silence lowers the rate; under half a window it reads 0.
+    """
+
+    def __init__(self, window: int = DEMAND_WINDOW) -> None:
+        self.asked: deque[tuple[float, int]] = deque(maxlen=window)
+
+    def note(self, rows: int, now: float | None = None) -> None:
+        self.asked.append((time.monotonic() if now is None else now, rows))
+
+    def rate(self, now: float | None = None) -> float:
+        if 2 * len(self.asked) < (self.asked.maxlen or 0):
+            return 0.0
+        now = time.monotonic() if now is None else now
+        first = self.asked[0][0]
+        rows = sum(r for _, r in self.asked) - self.asked[0][1]  # what arrived after the first
+        return rows / (now - first) if now > first else 0.0
+
+
 @dataclass
 class Reservation:
     """Rows admitted but not queued yet (being parsed and looked up): they count as queued, so
@@ -259,6 +307,7 @@ class Reservation:
         if self.held:
             self.held = False
             self.batcher._reserved_rows -= self.rows
+            self.batcher._publish()
 
 
 @dataclass
@@ -312,6 +361,7 @@ class MicroBatcher:
         board: BusyBoard | None = None,
         connections: Callable[[], int] | None = None,
         metrics: ServiceMetrics | None = None,
+        serial_overload: bool = False,
     ) -> None:
         if max_batch_rows < 1 or batches_per_worker < 1:
             raise ValueError("max_batch_rows and batches_per_worker must be >= 1")
@@ -336,6 +386,11 @@ class MicroBatcher:
         self.shedding_queue_factor = shedding_queue_factor
         self.refusal_share = RefusalShare()
         self.shedding = False
+        # serial overload mode (module docstring): off unless enabled; needs shedding as well
+        self.serial_overload = serial_overload
+        self.demand = RowDemand()
+        self.flood_share = RefusalShare(half_life_s=FLOOD_HALF_LIFE_S)
+        self.serial = False
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
         self.worker_niceness = worker_niceness
@@ -459,6 +514,35 @@ class MicroBatcher:
                 self.metrics.shedding.set(1 if shedding else 0)
         return shedding
 
+    def capacity_rows_s(self) -> float:
+        """Rows per second this process's workers compute, from the measured cost of full batches (0: unknown)."""
+        seconds = self.cost.seconds(self.max_batch_rows)
+        return self.workers * self.max_batch_rows / seconds if seconds > 0 else 0.0
+
+    def _update_serial(self, now: float | None = None) -> bool:
+        """Enter or leave serial overload mode by demand against capacity (with hysteresis); returns it."""
+        if not self.serial_overload:
+            return False
+        capacity = self.capacity_rows_s()
+        ratio = self.demand.rate(now) / capacity if capacity else 0.0
+        if self.serial:
+            serial = self.shedding and ratio > SERIAL_LEAVE
+        else:
+            flood = self.flood_share.share > FLOOD_SHARE and self.flood_share.decisions >= FLOOD_MIN_DECISIONS
+            serial = self.shedding and flood and ratio > SERIAL_ENTER
+        if serial != self.serial:
+            self.serial = serial
+            log.info("admission: serial overload %s (demand %.2fx capacity)", "on" if serial else "off", ratio)
+            if self.metrics is not None:
+                self.metrics.serial.set(1 if serial else 0)
+        return serial
+
+    def group_idle(self) -> bool:
+        """Nothing admitted, queued or computing in this process, nor (by the board) in the rest of the group."""
+        if self._waiting_rows() or self._busy or self._spreading:
+            return False
+        return self.board is None or self.board.others() == 0
+
     def factor(self) -> float:
         """``queue_factor``, or the tighter ``shedding_queue_factor`` while most requests are refused."""
         if self._update_shedding():
@@ -511,7 +595,9 @@ class MicroBatcher:
         asking whether the service sheds, so a flag updated only there stayed on after an overload
         (and kept a lone request from spreading: 1000 x 1 ran on one core, 12k instead of 20k rows/s)."""
         self.refusal_share.note(refused)
+        self.flood_share.note(refused)
         self._update_shedding()
+        self._update_serial()
 
     def _refuse(self) -> Overloaded:
         self._note(True)
@@ -546,9 +632,13 @@ class MicroBatcher:
         wait = self.estimated_wait_s()
         full = self.max_queued_rows and waiting >= self.max_queued_rows
         capped = self.max_queue_s and wait > self.max_queue_s
-        lenient = max(self.floor_s(), self.factor() * self.own_seconds(self.max_rows_in(content_length)))
+        most_rows = self.max_rows_in(content_length)
+        lenient = max(self.floor_s(), self.factor() * self.own_seconds(most_rows))
         behind = self.queue_factor and wait > lenient
-        return self._refuse() if full or capped or behind else None
+        if full or capped or behind:
+            self.demand.note(most_rows)  # admitted requests count in admit(), with their real rows
+            return self._refuse()
+        return None
 
     def admit(self, rows: int) -> None:
         """Raise ``Overloaded`` when ``rows`` more would wait too long (or queue too many rows).
@@ -558,6 +648,12 @@ class MicroBatcher:
         a refused request's retry is admitted once they finish: the bounds shed excess load
         without starving big requests.
         """
+        self.demand.note(rows)
+        if self.serial and MIN_SPLIT_ROWS <= rows <= self.max_batch_rows:
+            if not self.group_idle():
+                raise self._refuse()
+            self._note(False)
+            return
         waiting = self._waiting_rows()
         if not self._admits_at_once(waiting):
             too_many = self.max_queued_rows and waiting and waiting + rows > self.max_queued_rows
@@ -570,6 +666,7 @@ class MicroBatcher:
         requests admitted in the same moment (each parsing its body) then see each other."""
         self.admit(rows)
         self._reserved_rows += rows
+        self._publish()
         return Reservation(self, rows)
 
     async def submit(
@@ -620,7 +717,7 @@ class MicroBatcher:
         included) is idle, nothing else is queued or being admitted, the service is not shedding
         (then every core is busy anyway), and each thread keeps at least MIN_SPREAD_ROWS rows; in a
         serve group, only as many threads as there are cores the other processes leave idle."""
-        if not (self.enabled and self._spread_executor is not None) or self.shedding:
+        if not (self.enabled and self._spread_executor is not None) or (self.shedding and not self.serial):
             return 0
         if self._busy or self._spreading or self._pending or self._reserved_rows:
             return 0
@@ -650,7 +747,9 @@ class MicroBatcher:
     def _publish(self) -> None:
         """Tell the group how many inference calls this process runs (workers busy plus spread calls)."""
         if self.board is not None:
-            self.board.publish(min(self._busy, self.workers) + self._spreading)
+            # in serial mode an admitted request being parsed already holds the group (admit)
+            reserved = 1 if self.serial and self._reserved_rows else 0
+            self.board.publish(min(self._busy, self.workers) + self._spreading + reserved)
 
     def _chunks(self, rows: int, workers: int | None = None) -> int:
         """Chunks a request is cut into: one per (free) worker if each keeps MIN_SPLIT_ROWS, none above

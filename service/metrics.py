@@ -169,6 +169,13 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.serial = Gauge(
+            "dlf_serial_overload_processes",
+            "Service processes in serial overload mode (demand well above capacity: one 32+-row request at a time"
+            " in the serve group, spread over every core).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.inference_workers = Gauge(
             "dlf_inference_workers", "Inference worker threads of the pool.", registry=r, multiprocess_mode="livesum"
         )

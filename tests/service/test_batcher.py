@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from service.batcher import (
+    DEMAND_WINDOW,
     INLINE_GATHER_TICKS,
     MIN_SPLIT_ROWS,
     MIN_SPREAD_ROWS,
+    SERIAL_ENTER,
+    SERIAL_LEAVE,
     SHEDDING_ENTER,
     SHEDDING_LEAVE,
     BatchCost,
@@ -23,6 +26,7 @@ from service.batcher import (
     MicroBatcher,
     Overloaded,
     RefusalShare,
+    RowDemand,
     usable_cores,
 )
 from service.busy_board import BusyBoard, create_board
@@ -923,4 +927,102 @@ async def test_a_small_batch_for_the_loop_waits_two_ticks_for_company(
         np.testing.assert_allclose(await batcher.submit(counting, cat, num), bundle_a.forward(cat, num), atol=1e-6)
         assert counting.calls == [40] and {t.split("_")[0] for t in counting.threads} == {"dlf-infer"}
     finally:
+        await batcher.stop()
+
+
+def test_row_demand_reads_a_rate_over_its_window_and_falls_in_silence() -> None:
+    demand = RowDemand(window=16)
+    for i in range(7):
+        demand.note(100, now=i * 0.005)
+    assert demand.rate(now=0.035) == 0.0  # under half a window: no reading
+    for i in range(7, 400):  # 100 rows every 5 ms: 20,000 rows/s
+        demand.note(100, now=i * 0.005)
+    assert demand.rate(now=399 * 0.005) == pytest.approx(20_000, rel=0.01)
+    assert demand.rate(now=399 * 0.005 + 0.075) == pytest.approx(10_000, rel=0.01)  # silence as long again: half
+    for i in range(16):  # a step to 40,000 rows/s is read once the window holds it: 16 requests, 40 ms
+        demand.note(100, now=2.0 + i * 0.0025)
+    assert demand.rate(now=2.0 + 15 * 0.0025) == pytest.approx(40_000, rel=0.01)
+
+
+def serial_batcher(**kwargs: object) -> MicroBatcher:
+    """One worker whose measured cost makes 10,000 rows/s, shedding on (most recent decisions refused)."""
+    batcher = MicroBatcher(workers=1, max_batch_rows=128, queue_factor=0.25, shedding_queue_factor=0.0,
+                           serial_overload=True, **kwargs)  # type: ignore[arg-type]
+    batcher.cost.observe(128, 0.0128)
+    for _ in range(30):  # a flood's refusals: shedding, and most of the last half second refused
+        batcher.refusal_share.note(True)
+        batcher.flood_share.note(True)
+    assert batcher._update_shedding() and batcher.capacity_rows_s() == pytest.approx(10_000)
+    return batcher
+
+
+def ask(batcher: MicroBatcher, rows_per_s: float, seconds: float, start: float) -> float:
+    """Note 100-row requests at ``rows_per_s`` for ``seconds`` from ``start``; returns the end time."""
+    step = 100 / rows_per_s
+    t = start
+    while t < start + seconds:
+        batcher.demand.note(100, now=t)
+        t += step
+    return t
+
+
+def test_serial_overload_follows_demand_against_capacity_with_hysteresis() -> None:
+    """Closed-loop clients that wait out Retry-After ask for about capacity: no serial mode. An open-loop
+    flood at 2x turns it on (visible in the metric); between the thresholds it stays as it was; at
+    capacity again it ends. Without shedding, or switched off, never."""
+    metrics = ServiceMetrics()
+    batcher = serial_batcher(metrics=metrics)
+    t = ask(batcher, 10_500, 1.0, 0.0)
+    assert not batcher._update_serial(now=t)  # 1.05x: closed loop at capacity
+    t = ask(batcher, 20_000, 1.0, t)
+    assert batcher._update_serial(now=t) and batcher.serial
+    assert metrics.registry.get_sample_value("dlf_serial_overload_processes") == 1
+    t = ask(batcher, 12_500, 1.0, t)
+    assert batcher._update_serial(now=t)  # 1.25x: between SERIAL_LEAVE and SERIAL_ENTER it stays on
+    t = ask(batcher, 10_000, 1.0, t)
+    assert not batcher._update_serial(now=t) and not batcher.serial
+    assert metrics.registry.get_sample_value("dlf_serial_overload_processes") == 0
+    assert SERIAL_LEAVE < 1.25 < SERIAL_ENTER
+    t = ask(batcher, 20_000, 1.0, t)
+    batcher.refusal_share = RefusalShare()  # nothing refused lately: not shedding
+    batcher._update_shedding()
+    assert not batcher._update_serial(now=t)
+    off = serial_batcher()
+    off.serial_overload = False
+    assert not off._update_serial(now=ask(off, 20_000, 1.0, 0.0))
+
+
+async def test_serial_overload_admits_a_big_request_only_on_an_idle_group_and_spreads_it(
+    tmp_path: Path, bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """In serial mode a 32+-row request is refused while any process of the group computes or holds an
+    admitted request, is admitted once all are idle (and then holds the group while it is parsed),
+    and runs over the worker and the spread thread. Small requests keep the usual rules."""
+    path = create_board(tmp_path, 2)
+    other = BusyBoard.open(path, 1)
+    batcher = serial_batcher(spread_threads=1, board=BusyBoard.open(path, 0))
+    await batcher.start()
+    try:
+        for _ in range(DEMAND_WINDOW):
+            batcher.demand.note(1000)  # a flood, now
+        assert batcher._update_serial()  # as the last decision left it
+        other.publish(1)  # the other process computes
+        with pytest.raises(Overloaded):
+            batcher.admit(100)
+        assert batcher.serial
+        batcher.admit(MIN_SPLIT_ROWS - 1)  # a small request: idle pool, admitted as ever
+        other.publish(0)
+        reservation = batcher.reserve(100)
+        assert other.others() == 1  # parsing an admitted request already holds the group
+        with pytest.raises(Overloaded):
+            batcher.admit(100)  # a second big one waits for nobody: refused
+        cat, num = random_rows(bundle_a, 100, seed=12)
+        out = await batcher.submit(gated, cat, num, reservation=reservation)
+        np.testing.assert_allclose(out, bundle_a.forward(cat, num), atol=1e-6)
+        assert sorted(rows for _, rows in gated.calls) == [50, 50]
+        assert len({thread for thread, _ in gated.calls}) == 2  # the worker and the spread thread
+        assert other.others() == 0 and batcher.group_idle()
+        batcher.admit(100)  # idle again: admitted
+    finally:
+        other.publish(0)
         await batcher.stop()
