@@ -43,14 +43,16 @@ finished, so there is no timer anywhere:
   capacity, so a freed worker is refilled by new arrivals at once and a queue only
   adds latency; when refusals are rare (closed-loop clients that wait out
   ``Retry-After``), the queue is what keeps workers busy, so it is allowed;
-- serial overload: while shedding and the rows asked of a process per second (admitted or
-  refused, ``RowDemand``) pass ``SERIAL_ENTER`` x what its workers compute per second (from the
-  measured batch cost), a request of ``MIN_SPLIT_ROWS``+ rows is admitted only when the whole
-  ``serve`` group is idle (the board), and it is spread over every core as on an idle pool: one
-  big request at a time, each on all cores, instead of one per core, so an admitted request keeps
-  its unloaded latency. Demand, not the refusal share, decides: a closed-loop client that waits out
-  ``Retry-After`` never asks for much more than capacity, and refusals made by this mode would
-  otherwise keep it on below capacity. It ends below ``SERIAL_LEAVE`` x capacity;
+- serial overload: while shedding, with most of the last half second's decisions refused
+  (``FLOOD_SHARE``) and the rows asked of a process per second over its last requests (admitted or
+  refused, ``RowDemand``) above ``SERIAL_ENTER`` x what its workers compute per second (from the
+  measured batch cost), a request of ``MIN_SPLIT_ROWS`` to ``max_batch_rows`` rows is admitted only
+  when the whole ``serve`` group is idle (the board), and it is spread over every core as on an idle
+  pool: one request at a time, each on all cores, instead of one per core, so an admitted request
+  keeps about its unloaded latency (at the cost of admitted throughput: the cores idle between one
+  and the next). Demand decides when it ends (below ``SERIAL_LEAVE`` x capacity): the refusals this
+  mode makes would otherwise keep it on below capacity. A closed-loop client that waits out
+  ``Retry-After`` never asks for much more than capacity, nor makes most of half a second's decisions;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
