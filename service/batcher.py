@@ -115,8 +115,9 @@ FLOOD_SHARE = 0.5
 FLOOD_HALF_LIFE_S = 0.5
 FLOOD_MIN_DECISIONS = 8.0
 # That demand rate is read over this many recent requests (at 2x capacity ~90 ms of a process's arrivals),
-# so the mode starts within about a tenth of a second of a flood; a closed loop's burst reads as a flood
-# too, which the refusal share below rules out.
+# so demand itself is read within about a tenth of a second of a flood (the refusal share above, which
+# remembers the last half second's admissions, then took 0.2-0.5 s: docs/benchmarks.md, session 18); a
+# closed loop's burst reads as a flood too, which that share rules out.
 DEMAND_WINDOW = 16
 # Loop iterations a batch that would run inline (idle pool, at most ``inline_rows`` rows) waits
 # before it runs, so requests that arrived on other connections meanwhile join it: their bytes are
