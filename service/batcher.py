@@ -277,9 +277,10 @@ class RefusalShare:
 class RowDemand:
     """Rows asked per second (admitted or refused) over the last ``window`` requests.
 
-    A window of requests, not of time: an exponentially decayed rate starting from an idle past took
-    ~0.5 s to read a flood (the idle past counts), which is the onset the mode is for. Time since the
-    oldest request divides, so silence lowers the rate; under half a window it reads 0.
+    A window of requests, not of time: an exponentially decayed rate counts the idle past as well, so
+    it reads a step to a flood only after a couple of half-lives, and the onset is what the mode is
+    for. Time since the oldest request divides, so silence lowers the rate; under half a window it
+    reads 0.
     """
 
     def __init__(self, window: int = DEMAND_WINDOW) -> None:
@@ -523,8 +524,9 @@ class MicroBatcher:
         return self.workers * self.max_batch_rows / seconds if seconds > 0 else 0.0
 
     def _update_serial(self, now: float | None = None) -> bool:
-        """Enter or leave serial overload mode by demand against capacity (with hysteresis); returns it."""
-        if not self.serial_overload:
+        """Enter or leave serial overload mode by demand against capacity (with hysteresis); returns it.
+        Never with a single inference thread: one request at a time on one core would idle the rest."""
+        if not self.serial_overload or self.workers + self.spread_threads < 2:
             return False
         capacity = self.capacity_rows_s()
         ratio = self.demand.rate(now) / capacity if capacity else 0.0

@@ -92,9 +92,9 @@ class Settings(BaseSettings):
     serial_overload: bool = Field(
         True,
         description="While shedding and the rows asked per second pass 1.4x what the process computes (an open-loop"
-        " flood, not closed-loop clients that wait out Retry-After), admit a request of 32+ rows only when the whole"
-        " serve group is idle and spread it over every core: admitted requests keep their unloaded latency, at"
-        " some admitted throughput (off: one such request per core at a time).",
+        " flood, not closed-loop clients that wait out Retry-After), admit a request of 32 to max_batch_rows rows only"
+        " when the whole serve group is idle and spread it over every core: admitted requests keep about their"
+        " unloaded latency, at some admitted throughput (off: one such request per core at a time).",
     )
     queue_floor_ms: float = Field(
         20.0, ge=0, description="For requests under 32 rows the relative bound never goes below this wait (they batch)."

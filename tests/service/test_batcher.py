@@ -946,6 +946,7 @@ def test_row_demand_reads_a_rate_over_its_window_and_falls_in_silence() -> None:
 
 def serial_batcher(**kwargs: object) -> MicroBatcher:
     """One worker whose measured cost makes 10,000 rows/s, shedding on (most recent decisions refused)."""
+    kwargs.setdefault("spread_threads", 1)
     batcher = MicroBatcher(workers=1, max_batch_rows=128, queue_factor=0.25, shedding_queue_factor=0.0,
                            serial_overload=True, **kwargs)  # type: ignore[arg-type]
     batcher.cost.observe(128, 0.0128)
@@ -990,6 +991,8 @@ def test_serial_overload_follows_demand_against_capacity_with_hysteresis() -> No
     off = serial_batcher()
     off.serial_overload = False
     assert not off._update_serial(now=ask(off, 20_000, 1.0, 0.0))
+    alone = serial_batcher(spread_threads=0)  # one inference thread: serial would idle the other cores
+    assert not alone._update_serial(now=ask(alone, 20_000, 1.0, 0.0))
 
 
 async def test_serial_overload_admits_a_big_request_only_on_an_idle_group_and_spreads_it(
@@ -1000,7 +1003,7 @@ async def test_serial_overload_admits_a_big_request_only_on_an_idle_group_and_sp
     and runs over the worker and the spread thread. Small requests keep the usual rules."""
     path = create_board(tmp_path, 2)
     other = BusyBoard.open(path, 1)
-    batcher = serial_batcher(spread_threads=1, board=BusyBoard.open(path, 0))
+    batcher = serial_batcher(board=BusyBoard.open(path, 0))
     await batcher.start()
     try:
         for _ in range(DEMAND_WINDOW):
