@@ -43,16 +43,17 @@ finished, so there is no timer anywhere:
   capacity, so a freed worker is refilled by new arrivals at once and a queue only
   adds latency; when refusals are rare (closed-loop clients that wait out
   ``Retry-After``), the queue is what keeps workers busy, so it is allowed;
-- serial overload: while shedding, with most of the last half second's decisions refused
-  (``FLOOD_SHARE``) and the rows asked of a process per second over its last requests (admitted or
+- serial overload: while shedding, with refusals in each of the last few tens of milliseconds
+  (``RefusalPersistence``) and the rows asked of a process per second over its last requests (admitted or
   refused, ``RowDemand``) above ``SERIAL_ENTER`` x what its workers compute per second (from the
   measured batch cost), a request of ``MIN_SPLIT_ROWS`` to ``max_batch_rows`` rows is admitted only
   when the whole ``serve`` group is idle (the board), and it is spread over every core as on an idle
   pool: one request at a time, each on all cores, instead of one per core, so an admitted request
   keeps about its unloaded latency (at the cost of admitted throughput: the cores idle between one
   and the next). Demand decides when it ends (below ``SERIAL_LEAVE`` x capacity): the refusals this
-  mode makes would otherwise keep it on below capacity. A closed-loop client that waits out
-  ``Retry-After`` never asks for much more than capacity, nor makes most of half a second's decisions;
+  mode makes would otherwise keep it on below capacity. Closed-loop clients that wait out
+  ``Retry-After`` never ask for much more than capacity, and their retries come in bursts, not in
+  every slice of a tenth of a second;
 - a request whose client has disconnected while it waited is dropped before
   inference (``ClientGone``).
 """
@@ -107,17 +108,15 @@ SHEDDING_MIN_DECISIONS = 3.0
 # their refused clients sit out Retry-After.
 SERIAL_ENTER = 1.4
 SERIAL_LEAVE = 1.15
-# ...and it starts only while more than this share of decisions were refusals over a longer half-life
-# (with enough of them): a closed loop's synchronized retries (32 connections refused at once come back
-# together a Retry-After later) make a brief burst of demand, but over half a second they stay a small
-# share (100 x 32: ~15 %), where a flood at 2x capacity is refused ~65 % of the time.
-FLOOD_SHARE = 0.5
-FLOOD_HALF_LIFE_S = 0.5
-FLOOD_MIN_DECISIONS = 8.0
-# That demand rate is read over this many recent requests (at 2x capacity ~90 ms of a process's arrivals),
-# so demand itself is read within about a tenth of a second of a flood (the refusal share above, which
-# remembers the last half second's admissions, then took 0.2-0.5 s: docs/benchmarks.md, session 18); a
-# closed loop's burst reads as a flood too, which that share rules out.
+# ...and it starts only while refusals persist: at least one in each of the last PERSIST_BUCKETS slices
+# of PERSIST_BUCKET_S. A flood at 2x capacity refuses a process's requests ~100 times a second, so every
+# slice has some; a closed loop's synchronized retries (32 connections refused at once come back together
+# a Retry-After later) make a burst of demand in one slice and none in the next. A refusal share over half
+# a second did the same job but remembered the admissions before a flood, so the mode started 0.4-0.5 s
+# into it (docs/benchmarks.md, session 18); this starts it in ~0.1 s.
+PERSIST_BUCKET_S = 0.025
+PERSIST_BUCKETS = 4
+# That demand rate is read over this many recent requests (at 2x capacity ~90 ms of a process's arrivals).
 DEMAND_WINDOW = 16
 # Loop iterations a batch that would run inline (idle pool, at most ``inline_rows`` rows) waits
 # before it runs, so requests that arrived on other connections meanwhile join it: their bytes are
@@ -298,6 +297,25 @@ class RowDemand:
         return rows / (now - first) if now > first else 0.0
 
 
+class RefusalPersistence:
+    """Whether refusals came in every one of the last ``buckets`` complete slices of ``bucket_s``."""
+
+    def __init__(self, bucket_s: float = PERSIST_BUCKET_S, buckets: int = PERSIST_BUCKETS) -> None:
+        self.bucket_s = bucket_s
+        self.buckets = buckets
+        self.seen: deque[int] = deque(maxlen=buckets + 1)  # slices with a refusal, newest last
+
+    def note(self, now: float | None = None) -> None:
+        """One refusal at ``now``."""
+        bucket = int((time.monotonic() if now is None else now) / self.bucket_s)
+        if not self.seen or self.seen[-1] != bucket:
+            self.seen.append(bucket)
+
+    def persistent(self, now: float | None = None) -> bool:
+        current = int((time.monotonic() if now is None else now) / self.bucket_s)
+        return set(range(current - self.buckets, current)).issubset(self.seen)
+
+
 @dataclass
 class Reservation:
     """Rows admitted but not queued yet (being parsed and looked up): they count as queued, so
@@ -393,7 +411,7 @@ class MicroBatcher:
         # serial overload mode (module docstring): off unless enabled; needs shedding as well
         self.serial_overload = serial_overload
         self.demand = RowDemand()
-        self.flood_share = RefusalShare(half_life_s=FLOOD_HALF_LIFE_S)
+        self.persistence = RefusalPersistence()
         self.serial = False
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
@@ -533,8 +551,7 @@ class MicroBatcher:
         if self.serial:
             serial = self.shedding and ratio > SERIAL_LEAVE
         else:
-            flood = self.flood_share.share > FLOOD_SHARE and self.flood_share.decisions >= FLOOD_MIN_DECISIONS
-            serial = self.shedding and flood and ratio > SERIAL_ENTER
+            serial = self.shedding and ratio > SERIAL_ENTER and self.persistence.persistent(now)
         if serial != self.serial:
             self.serial = serial
             log.info("admission: serial overload %s (demand %.2fx capacity)", "on" if serial else "off", ratio)
@@ -600,7 +617,8 @@ class MicroBatcher:
         asking whether the service sheds, so a flag updated only there stayed on after an overload
         (and kept a lone request from spreading: 1000 x 1 ran on one core, 12k instead of 20k rows/s)."""
         self.refusal_share.note(refused)
-        self.flood_share.note(refused)
+        if refused:
+            self.persistence.note()
         self._update_shedding()
         self._update_serial()
 

@@ -17,6 +17,8 @@ from service.batcher import (
     INLINE_GATHER_TICKS,
     MIN_SPLIT_ROWS,
     MIN_SPREAD_ROWS,
+    PERSIST_BUCKET_S,
+    PERSIST_BUCKETS,
     SERIAL_ENTER,
     SERIAL_LEAVE,
     SHEDDING_ENTER,
@@ -25,6 +27,7 @@ from service.batcher import (
     ClientGone,
     MicroBatcher,
     Overloaded,
+    RefusalPersistence,
     RefusalShare,
     RowDemand,
     usable_cores,
@@ -950,31 +953,49 @@ def serial_batcher(**kwargs: object) -> MicroBatcher:
     batcher = MicroBatcher(workers=1, max_batch_rows=128, queue_factor=0.25, shedding_queue_factor=0.0,
                            serial_overload=True, **kwargs)  # type: ignore[arg-type]
     batcher.cost.observe(128, 0.0128)
-    for _ in range(30):  # a flood's refusals: shedding, and most of the last half second refused
+    for _ in range(30):  # most recent decisions refused: shedding
         batcher.refusal_share.note(True)
-        batcher.flood_share.note(True)
     assert batcher._update_shedding() and batcher.capacity_rows_s() == pytest.approx(10_000)
     return batcher
 
 
-def ask(batcher: MicroBatcher, rows_per_s: float, seconds: float, start: float) -> float:
-    """Note 100-row requests at ``rows_per_s`` for ``seconds`` from ``start``; returns the end time."""
+def ask(batcher: MicroBatcher, rows_per_s: float, seconds: float, start: float, refused: bool = True) -> float:
+    """Note 100-row requests at ``rows_per_s`` for ``seconds`` from ``start``, each also a refusal unless
+    ``refused`` is False; returns the end time."""
     step = 100 / rows_per_s
     t = start
     while t < start + seconds:
         batcher.demand.note(100, now=t)
+        if refused:
+            batcher.persistence.note(now=t)
         t += step
     return t
 
 
+def test_refusal_persistence_needs_refusals_in_every_recent_slice() -> None:
+    persistence = RefusalPersistence(bucket_s=0.025, buckets=4)
+    for i in range(20):  # a flood: a refusal every 10 ms
+        persistence.note(now=10.0 + i * 0.01)
+    assert persistence.persistent(now=10.2)
+    assert not persistence.persistent(now=10.3)  # 100 ms of silence: no longer
+    burst = RefusalPersistence(bucket_s=0.025, buckets=4)
+    for _ in range(16):  # 16 connections refused at once, back together a second later
+        burst.note(now=20.0)
+        burst.note(now=21.0)
+    assert not any(burst.persistent(now=20.0 + k * 0.01) for k in range(120))
+
+
 def test_serial_overload_follows_demand_against_capacity_with_hysteresis() -> None:
     """Closed-loop clients that wait out Retry-After ask for about capacity: no serial mode. An open-loop
-    flood at 2x turns it on (visible in the metric); between the thresholds it stays as it was; at
-    capacity again it ends. Without shedding, or switched off, never."""
+    flood at 2x with refusals all the time turns it on (visible in the metric); between the thresholds it
+    stays as it was; at capacity again it ends. The same demand in one burst of refusals, without
+    shedding, or switched off: never."""
     metrics = ServiceMetrics()
     batcher = serial_batcher(metrics=metrics)
     t = ask(batcher, 10_500, 1.0, 0.0)
     assert not batcher._update_serial(now=t)  # 1.05x: closed loop at capacity
+    t = ask(batcher, 20_000, 1.0, t, refused=False)
+    assert not batcher._update_serial(now=t)  # 2x, but refusals did not persist
     t = ask(batcher, 20_000, 1.0, t)
     assert batcher._update_serial(now=t) and batcher.serial
     assert metrics.registry.get_sample_value("dlf_serial_overload_processes") == 1
@@ -1006,6 +1027,9 @@ async def test_serial_overload_admits_a_big_request_only_on_an_idle_group_and_sp
     batcher = serial_batcher(board=BusyBoard.open(path, 0))
     await batcher.start()
     try:
+        now = time.monotonic()
+        for k in range(PERSIST_BUCKETS, -1, -1):  # refusals in every recent slice
+            batcher.persistence.note(now=now - k * PERSIST_BUCKET_S)
         for _ in range(DEMAND_WINDOW):
             batcher.demand.note(1000)  # a flood, now
         assert batcher._update_serial()  # as the last decision left it
