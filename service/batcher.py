@@ -546,12 +546,14 @@ class MicroBatcher:
         Never with a single inference thread: one request at a time on one core would idle the rest."""
         if not self.serial_overload or self.workers + self.spread_threads < 2:
             return False
+        if not (self.shedding or self.serial):  # every request passes here: no demand reading while all is calm
+            return False
         capacity = self.capacity_rows_s()
         ratio = self.demand.rate(now) / capacity if capacity else 0.0
         if self.serial:
             serial = self.shedding and ratio > SERIAL_LEAVE
         else:
-            serial = self.shedding and ratio > SERIAL_ENTER and self.persistence.persistent(now)
+            serial = ratio > SERIAL_ENTER and self.persistence.persistent(now)
         if serial != self.serial:
             self.serial = serial
             log.info("admission: serial overload %s (demand %.2fx capacity)", "on" if serial else "off", ratio)
