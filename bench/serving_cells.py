@@ -133,6 +133,9 @@ def main(
                         f"{b['ok']}/{b['status_503']}:{b['p99_ms'] or 0:.0f}~{b.get('send_lag_max_ms') or 0:.0f}" for b in res["timeline"]
                     ) + "  (200s/503s:p99 ms of the 200s~the load client's latest send, ms)")
                     print(f"   client send lag p50 {res['send_lag_p50_ms']:.1f} ms p99 {res['send_lag_p99_ms']:.1f} ms")
+                    print("   slowest 200s (started at s: ms): " + ", ".join(
+                        f"{start:.2f}: {ms:.0f}" for start, ms in sorted(res["slowest_ok"])
+                    ))
                     if trace:
                         print(f"   {slowest_line(res, runs)}")
                 shape = f"{rows}x{conns}" if not rate else f"{rows} rows at {rate:g} req/s"

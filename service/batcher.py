@@ -35,7 +35,8 @@ finished, so there is no timer anywhere:
   ``MIN_SPLIT_ROWS`` rows), or the queue plus it would pass ``max_queue_ms`` or
   ``max_queued_rows``, ``reserve``/``submit`` raise ``Overloaded`` at once (the route
   answers 503 + Retry-After) instead of letting the client time out. An empty
-  queue admits;
+  queue admits, unless refusals just came close together under demand well above capacity (a
+  flood's first tenth of a second);
 - shedding: while more than ``SHEDDING_ENTER`` of recent decisions were refusals,
   the factor tightens to ``shedding_queue_factor``, a request of ``MIN_SPLIT_ROWS``+
   rows never queues behind waiting work, and an empty queue admits only with a
@@ -116,6 +117,17 @@ SERIAL_LEAVE = 1.15
 # into it (docs/benchmarks.md, session 18); this starts it in ~0.1 s.
 PERSIST_BUCKET_S = 0.025
 PERSIST_BUCKETS = 4
+# Outside shedding, a busy worker with an empty queue admits whatever its running batch has left
+# (``_admits_at_once``), except right after a burst of refusals, BURST_REFUSALS of them within BURST_S,
+# while the rows asked over the last BURST_DEMAND_WINDOW requests come faster than SERIAL_ENTER x capacity.
+# In the first ~0.1 s of a flood, before the refusal share starts shedding, that exception handed every
+# other request ahead behind a running batch (a per-request timing patch, session 19: 18-31 ms from
+# admission to answer against ~6-10 ms once serial), and those answers set the overload's p99. Closed
+# loops refuse too, a few times a second, sometimes in pairs; the demand reading keeps most of those
+# out (without it, 100 x 32 lost ~3 % rows/s in A/B runs: docs/benchmarks.md, session 19).
+BURST_REFUSALS = 2
+BURST_S = 0.05
+BURST_DEMAND_WINDOW = 6  # requests: ~30 ms of a process's arrivals at 2x capacity
 # That demand rate is read over this many recent requests (at 2x capacity ~90 ms of a process's arrivals).
 DEMAND_WINDOW = 16
 # Loop iterations a batch that would run inline (idle pool, at most ``inline_rows`` rows) waits
@@ -288,12 +300,15 @@ class RowDemand:
     def note(self, rows: int, now: float | None = None) -> None:
         self.asked.append((time.monotonic() if now is None else now, rows))
 
-    def rate(self, now: float | None = None) -> float:
-        if 2 * len(self.asked) < (self.asked.maxlen or 0):
+    def rate(self, now: float | None = None, last: int | None = None) -> float:
+        """Over the whole window (0 while under half full), or over the ``last`` requests (0 while fewer)."""
+        n = len(self.asked)
+        if (2 * n < (self.asked.maxlen or 0)) if last is None else (n < max(2, last)):
             return 0.0
+        asked = self.asked if last is None else list(self.asked)[n - last :]
         now = time.monotonic() if now is None else now
-        first = self.asked[0][0]
-        rows = sum(r for _, r in self.asked) - self.asked[0][1]  # what arrived after the first
+        first = asked[0][0]
+        rows = sum(r for _, r in asked) - asked[0][1]  # what arrived after the first
         return rows / (now - first) if now > first else 0.0
 
 
@@ -314,6 +329,23 @@ class RefusalPersistence:
     def persistent(self, now: float | None = None) -> bool:
         current = int((time.monotonic() if now is None else now) / self.bucket_s)
         return set(range(current - self.buckets, current)).issubset(self.seen)
+
+
+class RefusalBurst:
+    """Whether the last ``count`` refusals all came within ``window_s`` (see BURST_REFUSALS)."""
+
+    def __init__(self, count: int = BURST_REFUSALS, window_s: float = BURST_S) -> None:
+        self.window_s = window_s
+        self.times: deque[float] = deque(maxlen=count)
+
+    def note(self, now: float | None = None) -> None:
+        """One refusal at ``now``."""
+        self.times.append(time.monotonic() if now is None else now)
+
+    def active(self, now: float | None = None) -> bool:
+        if len(self.times) < (self.times.maxlen or 0):
+            return False
+        return (time.monotonic() if now is None else now) - self.times[0] < self.window_s
 
 
 @dataclass
@@ -412,6 +444,7 @@ class MicroBatcher:
         self.serial_overload = serial_overload
         self.demand = RowDemand()
         self.persistence = RefusalPersistence()
+        self.refusal_burst = RefusalBurst()
         self.serial = False
         self.queue_floor_s = queue_floor_ms / 1000.0
         self.max_request_rows = max_request_rows
@@ -575,13 +608,24 @@ class MicroBatcher:
         return self.queue_factor
 
     def _admits_at_once(self, waiting: int) -> bool:
-        """Nothing waits and a worker is free; or, unless shedding, nothing waits at all. Outside
-        shedding a busy worker with an empty queue admits whatever it has left: a burst or a
-        reload can make one batch slow, and a closed-loop client refused then sits out a whole
-        second of ``Retry-After`` for a wait of milliseconds."""
+        """Nothing waits and a worker is free; or, unless shedding or right after a burst of
+        refusals, nothing waits at all. Outside shedding a busy worker with an empty queue admits
+        whatever it has left: a burst or a reload can make one batch slow, and a closed-loop client
+        refused then sits out a whole second of ``Retry-After`` for a wait of milliseconds. Refusals
+        close together under demand well above capacity mean a flood has begun (BURST_REFUSALS):
+        the usual bound applies at once."""
         if waiting:
             return False
-        return self._free() or not self._update_shedding()
+        if self._free():
+            return True
+        return not (self._update_shedding() or self._flood_begins())
+
+    def _flood_begins(self) -> bool:
+        """Refusals close together while requests arrive well above capacity (BURST_REFUSALS)."""
+        if not self.refusal_burst.active():
+            return False
+        capacity = self.capacity_rows_s()
+        return bool(capacity) and self.demand.rate(last=BURST_DEMAND_WINDOW) > SERIAL_ENTER * capacity
 
     def floor_s(self) -> float:
         """The wait small requests may always have: ``queue_floor_ms``, or the running batch plus
@@ -621,6 +665,7 @@ class MicroBatcher:
         self.refusal_share.note(refused)
         if refused:
             self.persistence.note()
+            self.refusal_burst.note()
         self._update_shedding()
         self._update_serial()
 

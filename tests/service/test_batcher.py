@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from service.batcher import (
+    BURST_DEMAND_WINDOW,
+    BURST_REFUSALS,
+    BURST_S,
     DEMAND_WINDOW,
     INLINE_GATHER_TICKS,
     MIN_SPLIT_ROWS,
@@ -27,6 +30,7 @@ from service.batcher import (
     ClientGone,
     MicroBatcher,
     Overloaded,
+    RefusalBurst,
     RefusalPersistence,
     RefusalShare,
     RowDemand,
@@ -646,6 +650,63 @@ async def test_a_running_batch_counts_by_what_it_has_left(bundle_a: TinyBundle, 
         await batcher.stop()
 
 
+def test_a_refusal_burst_needs_its_refusals_close_together() -> None:
+    assert (BURST_REFUSALS, BURST_S) == (2, 0.05)  # the docstrings and docs/api.md say so
+    burst = RefusalBurst(count=2, window_s=0.05)
+    burst.note(now=1.0)
+    assert not burst.active(now=1.0)  # one refusal is not a burst
+    burst.note(now=1.2)
+    assert not burst.active(now=1.2)  # two, 200 ms apart: a closed loop's stray refusals
+    burst.note(now=1.23)
+    assert burst.active(now=1.23) and burst.active(now=1.249)
+    assert not burst.active(now=1.25)  # 50 ms after the older of the two: over
+
+
+async def test_a_flood_s_first_refusals_end_the_empty_queue_exception_at_once(
+    bundle_a: TinyBundle, gated: GatedModel
+) -> None:
+    """Outside shedding an empty queue admits whatever the running batch has left, also after two
+    refusals at a trickle of demand (a closed loop); two refusals within 50 ms while requests arrive
+    well above capacity (a flood's first moments, before the refusal share starts shedding) bring
+    the usual bound at once: refused just behind a batch that has begun, admitted near its end."""
+    batcher = MicroBatcher(
+        workers=1, max_queue_ms=0, queue_factor=0.25, shedding_queue_factor=0.0, queue_floor_ms=0,
+        max_request_rows=1000,
+    )
+    try:
+        held = await hold_the_worker(batcher, gated, bundle_a, 40)
+        (entry,) = batcher._running.values()
+        entry.started = time.perf_counter()  # just begun: ~40 ms left
+        for _ in range(30):
+            batcher.refusal_share.note(False)  # a calm past: not shedding
+        capacity = batcher.capacity_rows_s()
+        assert capacity == pytest.approx(1000, rel=0.01)  # 1 ms per row
+        now = time.monotonic()
+        for i in range(BURST_DEMAND_WINDOW):
+            batcher.demand.note(10, now=now - 2.0 + 0.3 * i)  # a trickle of requests
+        batcher.refusal_burst.note(now=now - 0.01)
+        batcher.refusal_burst.note(now=now)  # two refusals 10 ms apart
+        assert batcher.refusal_burst.active()
+        batcher.admit(40)  # at a trickle: the exception holds
+        now = time.monotonic()
+        for i in range(BURST_DEMAND_WINDOW):
+            batcher.demand.note(40, now=now - 0.005 * (BURST_DEMAND_WINDOW - i))  # 40 rows every 5 ms
+        assert batcher.demand.rate(last=BURST_DEMAND_WINDOW) > SERIAL_ENTER * capacity
+        with pytest.raises(Overloaded):
+            batcher.admit(40)  # ~40 ms left > 0.25 x 40 ms of its own
+        assert not batcher.shedding  # the refusal share alone had not started shedding
+        entry.started = time.perf_counter() - 0.039  # ~1 ms left
+        batcher.admit(40)
+        entry.started = time.perf_counter()
+        batcher.refusal_burst.times.clear()  # the refusals are over 50 ms old
+        batcher.admit(40)  # the exception is back
+        gated.gate.set()
+        await held
+    finally:
+        gated.gate.set()
+        await batcher.stop()
+
+
 async def test_shedding_factor_zero_admits_big_requests_only_to_a_free_worker(
     bundle_a: TinyBundle, gated: GatedModel
 ) -> None:
@@ -945,6 +1006,11 @@ def test_row_demand_reads_a_rate_over_its_window_and_falls_in_silence() -> None:
     for i in range(16):  # a step to 40,000 rows/s is read once the window holds it: 16 requests, 40 ms
         demand.note(100, now=2.0 + i * 0.0025)
     assert demand.rate(now=2.0 + 15 * 0.0025) == pytest.approx(40_000, rel=0.01)
+    for i in range(3):  # over the last few requests only: a step is read at once
+        demand.note(100, now=3.0 + i * 0.001)
+    assert demand.rate(now=3.002, last=3) == pytest.approx(100_000, rel=0.01)
+    assert demand.rate(now=3.002) < 40_000  # the whole window still holds the slower past
+    assert RowDemand(window=16).rate(last=3) == 0.0  # fewer requests than asked for: no reading
 
 
 def serial_batcher(**kwargs: object) -> MicroBatcher:
