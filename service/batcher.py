@@ -121,10 +121,10 @@ PERSIST_BUCKETS = 4
 # (``_admits_at_once``), except right after a burst of refusals, BURST_REFUSALS of them within BURST_S,
 # while the rows asked over the last BURST_DEMAND_WINDOW requests come faster than SERIAL_ENTER x capacity.
 # In the first ~0.1 s of a flood, before the refusal share starts shedding, that exception handed every
-# other request ahead behind a running batch (a per-request timing patch, session 19: 18-31 ms from
-# admission to answer against ~6-10 ms once serial), and those answers set the overload's p99. Closed
-# loops refuse too, a few times a second, sometimes in pairs; the demand reading keeps most of those
-# out (without it, 100 x 32 lost ~3 % rows/s in A/B runs: docs/benchmarks.md, session 19).
+# other request ahead behind a running batch (a per-request timing patch, session 19: 10.5-30.6 ms from
+# admission to answer against 5.4-13.1 ms, most under 8, once serial), and those answers set the
+# overload's p99. Closed loops refuse too, a few times a second, sometimes in pairs; the demand reading
+# keeps most of those out (without it, 100 x 8 lost 3-4 % rows/s in A/B runs: docs/benchmarks.md).
 BURST_REFUSALS = 2
 BURST_S = 0.05
 BURST_DEMAND_WINDOW = 6  # requests: ~30 ms of a process's arrivals at 2x capacity
