@@ -303,7 +303,7 @@ class RowDemand:
     def rate(self, now: float | None = None, last: int | None = None) -> float:
         """Over the whole window (0 while under half full), or over the ``last`` requests (0 while fewer)."""
         n = len(self.asked)
-        if (2 * n < (self.asked.maxlen or 0)) if last is None else (n < max(2, last)):
+        if n < ((self.asked.maxlen or 0) / 2 if last is None else max(2, last)):
             return 0.0
         asked = self.asked if last is None else list(self.asked)[n - last :]
         now = time.monotonic() if now is None else now
@@ -574,6 +574,11 @@ class MicroBatcher:
         seconds = self.cost.seconds(self.max_batch_rows)
         return self.workers * self.max_batch_rows / seconds if seconds > 0 else 0.0
 
+    def demand_ratio(self, now: float | None = None, last: int | None = None) -> float:
+        """Rows asked per second (``RowDemand.rate``) over what the workers compute; 0 while capacity is unknown."""
+        capacity = self.capacity_rows_s()
+        return self.demand.rate(now, last) / capacity if capacity else 0.0
+
     def _update_serial(self, now: float | None = None) -> bool:
         """Enter or leave serial overload mode by demand against capacity (with hysteresis); returns it.
         Never with a single inference thread: one request at a time on one core would idle the rest."""
@@ -581,8 +586,7 @@ class MicroBatcher:
             return False
         if not (self.shedding or self.serial):  # every request passes here: no demand reading while all is calm
             return False
-        capacity = self.capacity_rows_s()
-        ratio = self.demand.rate(now) / capacity if capacity else 0.0
+        ratio = self.demand_ratio(now)
         if self.serial:
             serial = self.shedding and ratio > SERIAL_LEAVE
         else:
@@ -622,10 +626,7 @@ class MicroBatcher:
 
     def _flood_begins(self) -> bool:
         """Refusals close together while requests arrive well above capacity (BURST_REFUSALS)."""
-        if not self.refusal_burst.active():
-            return False
-        capacity = self.capacity_rows_s()
-        return bool(capacity) and self.demand.rate(last=BURST_DEMAND_WINDOW) > SERIAL_ENTER * capacity
+        return self.refusal_burst.active() and self.demand_ratio(last=BURST_DEMAND_WINDOW) > SERIAL_ENTER
 
     def floor_s(self) -> float:
         """The wait small requests may always have: ``queue_floor_ms``, or the running batch plus
