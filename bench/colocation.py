@@ -26,7 +26,7 @@ from pathlib import Path
 
 import typer
 
-from bench.ort_ceiling import _inputs
+from bench.ort_ceiling import _inputs, side_by_side
 from service.batcher import usable_cores
 from service.settings import Settings
 
@@ -120,11 +120,7 @@ def one_round(
         ctx.Process(target=_neighbour_proc, args=(seconds, wakeups, work_us, start_at, 0 if pin else None, out))
         for _ in range(neighbours)
     ]
-    for job in jobs:
-        job.start()
-    sides = [out.get(timeout=seconds + 120) for _ in jobs]
-    for job in jobs:
-        job.join()
+    sides = side_by_side(jobs, out, timeout=seconds + 120)
     return summarise_round(neighbours, [s for kind, s in sides if kind == "session"], [s for kind, s in sides if kind == "neighbour"])
 
 

@@ -68,12 +68,18 @@ def ceiling(bundle: Path, batch: int, seconds: float, procs: int) -> dict:
         ctx.Process(target=_worker, args=(str(bundle), batch, seconds, i, start_at, queue))
         for i in range(procs)
     ]
-    for w in workers:
-        w.start()
-    rates = [queue.get(timeout=seconds + 120) for _ in workers]
-    for w in workers:
-        w.join()
+    rates = side_by_side(workers, queue, timeout=seconds + 120)
     return {"batch": batch, "procs": procs, "rows_per_s": sum(rates), "per_proc": rates}
+
+
+def side_by_side(jobs: list, out: mp.Queue, timeout: float) -> list:
+    """Start every process, take one result from each off ``out`` (in finishing order), join them."""
+    for job in jobs:
+        job.start()
+    results = [out.get(timeout=timeout) for _ in jobs]
+    for job in jobs:
+        job.join()
+    return results
 
 
 @app.command()
