@@ -163,12 +163,12 @@ def compare(rounds: list[Round]) -> dict:
 def main(
     bundle: Path = typer.Option(..., help="bundle directory (<registry>/<version>)"),
     batch: int = typer.Option(100, help="rows per session.run"),
-    seconds: float = typer.Option(5.0, help="measured seconds per round"),
-    rounds: int = typer.Option(3, help="pairs of rounds (alone, beside)"),
+    seconds: float = typer.Option(5.0, min=0.1, help="measured seconds per round"),
+    rounds: int = typer.Option(3, min=1, help="pairs of rounds (alone, beside)"),
     procs: int = typer.Option(0, help="sessions, one process each (0 = usable cores)"),
-    neighbours: int = typer.Option(2, help="Python neighbour processes (the service has one event loop per core)"),
-    wakeups: float = typer.Option(420.0, help="wake-ups per second of each neighbour"),
-    work_us: float = typer.Option(300.0, help="CPU per wake-up, microseconds"),
+    neighbours: int = typer.Option(2, min=1, help="Python neighbour processes (the service has one event loop per core)"),
+    wakeups: float = typer.Option(420.0, min=1.0, help="wake-ups per second of each neighbour"),
+    work_us: float = typer.Option(300.0, min=0.0, help="CPU per wake-up, microseconds"),
     pin: bool = typer.Option(False, help="neighbours on CPU 0, session i on CPU i"),
 ) -> None:
     procs = procs or usable_cores()
