@@ -26,14 +26,11 @@ from pathlib import Path
 
 import typer
 
-from bench.ort_ceiling import _inputs, side_by_side
+from bench.ort_ceiling import START_DELAY_S, _inputs, side_by_side, timed_calls, wait_until
 from service.batcher import usable_cores
 from service.settings import Settings
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-START_DELAY_S = 3.0  # spawn + session creation before the common start
-
 
 @dataclass(frozen=True)
 class Side:
@@ -67,13 +64,8 @@ def _session(bundle: str, batch: int, seconds: float, start_at: float, cpu: int 
     session, feeds, output = _inputs(Path(bundle), batch, os.getpid())
     for _ in range(20):
         session.run([output], feeds)
-    while time.time() < start_at:
-        time.sleep(0.001)
-    calls, t0, c0 = 0, time.perf_counter(), time.thread_time()
-    while time.perf_counter() - t0 < seconds:
-        session.run([output], feeds)
-        calls += 1
-    out.put(("session", Side(time.thread_time() - c0, time.perf_counter() - t0, rows=calls * batch)))
+    calls, wall, cpu_s = timed_calls(session, feeds, output, seconds, start_at)
+    out.put(("session", Side(cpu_s, wall, rows=calls * batch)))
 
 
 def busy_python(work_us: float) -> None:
@@ -89,8 +81,7 @@ def neighbour(seconds: float, wakeups: float, work_us: float, start_at: float, c
     """Wake ``wakeups`` times a second on a fixed schedule (a late wake-up skips the ticks it missed)
     and spend ``work_us`` of CPU each time."""
     _pin(cpu)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    wait_until(start_at)
     period = 1.0 / wakeups
     t0, c0, n = time.perf_counter(), time.thread_time(), 0
     next_at = t0

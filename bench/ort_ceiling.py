@@ -24,6 +24,8 @@ from service.contract import BundleSchema, load_schema
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
+START_DELAY_S = 3.0  # spawn + session creation before the processes' common start
+
 
 def _inputs(bundle: Path, batch: int, seed: int) -> tuple[ort.InferenceSession, dict, str]:
     schema = load_schema(bundle)
@@ -46,24 +48,36 @@ def random_feeds(schema: BundleSchema, batch: int, seed: int) -> dict[str, np.nd
     return feeds
 
 
+def wait_until(start_at: float) -> None:
+    """Sleep until a shared wall-clock start, so that all processes measure the same window."""
+    while time.time() < start_at:
+        time.sleep(0.001)
+
+
+def timed_calls(
+    session: ort.InferenceSession, feeds: dict, output: str, seconds: float, start_at: float
+) -> tuple[int, float, float]:
+    """``session.run`` calls made over ``seconds`` from ``start_at``, with their wall and thread-CPU seconds."""
+    wait_until(start_at)
+    calls, t0, c0 = 0, time.perf_counter(), time.thread_time()
+    while time.perf_counter() - t0 < seconds:
+        session.run([output], feeds)
+        calls += 1
+    return calls, time.perf_counter() - t0, time.thread_time() - c0
+
+
 def _worker(bundle: str, batch: int, seconds: float, seed: int, start_at: float, out: mp.Queue) -> None:
     session, feeds, output = _inputs(Path(bundle), batch, seed)
     for _ in range(3):
         session.run([output], feeds)
-    while time.time() < start_at:  # all processes measure the same wall-clock window
-        time.sleep(0.001)
-    calls = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        session.run([output], feeds)
-        calls += 1
-    out.put(calls * batch / (time.perf_counter() - t0))
+    calls, wall, _ = timed_calls(session, feeds, output, seconds, start_at)
+    out.put(calls * batch / wall)
 
 
 def ceiling(bundle: Path, batch: int, seconds: float, procs: int) -> dict:
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
-    start_at = time.time() + 3.0  # spawn + session creation
+    start_at = time.time() + START_DELAY_S
     workers = [
         ctx.Process(target=_worker, args=(str(bundle), batch, seconds, i, start_at, queue))
         for i in range(procs)
