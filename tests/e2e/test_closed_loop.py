@@ -214,7 +214,7 @@ def test_redis_stopped_during_traffic(tmp_path: Path, persistent_redis: RedisSer
         assert out["accepted"] == 100 and out["duplicates"] == [] and sorted(out["unknown"]) == sorted(lost)
         assert metric(service, "dlf_feedback_events_total", result="unknown") == 200
         # Logging resumes once Redis answers again. The writer fails fast (0.25-s timeouts, no retries), so
-        # on a stalling machine the first write after the restart can itself be dropped (seen once in CI):
+        # on a stalling machine the first write after the restart can itself be dropped (seen once in a `.ci/run` rehearsal):
         # send until a request is logged, each one counted, logged or dropped, before the next.
         def accounted() -> float:
             return metric(service, "dlf_impressions_logged_total") + metric(service, "dlf_impressions_dropped_total")
