@@ -5,7 +5,7 @@
 # Expects, beside the repo: .gpu/frappe.dev.libfm (the Frappe rows; never committed), .whl/
 # (cp312 wheels the host lacks: docs/gpu.md lists them) and, unless ORT_GPU_DIR is set, the
 # onnxruntime-gpu wheel's package unpacked in /tmp/ortgpu (the device tool carries 64 MiB per
-# call, so it travels as zstd parts: ORT_GPU_PARTS=/tmp/ortparts is reassembled here).
+# call, so it travels as xz or zstd parts of one tar: ORT_GPU_PARTS=/tmp/ortparts is reassembled here).
 #   1. CUDA + AMP training of the Frappe recipe (automatic device choice), then 1 epoch on
 #      CUDA, on CPU (all cores) and under torchrun (DDP, NCCL, 1 process): samples/s side by side;
 #      then the recipe again with bf16 reported unsupported (the fp16 + GradScaler branch)
@@ -18,6 +18,9 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+# SKIP="1b 1c 1d" leaves those sections out (a short lease: the recipe, the providers and the
+# service are what a code change can break; the epoch timings are docs/gpu.md's training table)
+wanted() { case " ${SKIP:-} " in *" $1 "*) echo "(skipped: $1)"; return 1 ;; esac; }
 
 step "host"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -29,7 +32,11 @@ ORT_GPU_DIR=${ORT_GPU_DIR:-/tmp/ortgpu}
 if [ ! -d "$ORT_GPU_DIR/onnxruntime" ] && [ -d "${ORT_GPU_PARTS:-/tmp/ortparts}" ]; then
     mkdir -p "$ORT_GPU_DIR"
     unzstd() { if command -v zstd >/dev/null; then zstd "$@"; else LD_LIBRARY_PATH=/tmp/zstd /tmp/zstd/zstd "$@"; fi; }
-    cat "${ORT_GPU_PARTS:-/tmp/ortparts}"/part-* | unzstd -q -d --long=27 | tar -x -C "$ORT_GPU_DIR" || echo "onnxruntime-gpu parts incomplete"
+    # xz parts (tar | xz -9) unpack with Python's own lzma, so the host needs no xz or zstd
+    unpack() { if [ "$(head -c 5 "$(ls "${ORT_GPU_PARTS:-/tmp/ortparts}"/part-* | head -n1)" | od -An -tx1 | tr -d ' ')" = fd377a585a ]; then
+        python3 -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('$ORT_GPU_DIR', filter='data')"
+        else unzstd -q -d --long=27 | tar -x -C "$ORT_GPU_DIR"; fi; }
+    cat "${ORT_GPU_PARTS:-/tmp/ortparts}"/part-* | unpack || echo "onnxruntime-gpu parts incomplete"
 fi
 GPU="$ORT_GPU_DIR:$BASE"
 PYTHONPATH="$GPU" python3 -c "
@@ -51,17 +58,17 @@ step "1a. Frappe recipe, device chosen automatically"
 PYTHONPATH="$GPU" python3 -m training.cli train $DATA --format frappe --registry /tmp/reg --set-current ${TRAIN_ARGS:-} \
     >"$OUT/train-gpu.json" 2>"$OUT/train-gpu.log"; echo "rc $?"
 summary <"$OUT/train-gpu.json"
-for how in "cuda:" "cpu:--cpu --threads $(nproc)"; do
+wanted 1b && for how in "cuda:" "cpu:--cpu --threads $(nproc)"; do
     step "1b. one epoch, ${how%%:*}"
     PYTHONPATH="$GPU" python3 -m training.cli train $DATA --format frappe --registry /tmp/reg-epoch \
         --epochs 1 --eval-every 1 ${how#*:} 2>>"$OUT/train-epoch.log" | summary
 done
 step "1c. one epoch under torchrun (DDP, 1 process)"
-PYTHONPATH="$GPU" torchrun --standalone --nproc_per_node 1 -m training.cli train $DATA --format frappe \
+wanted 1c && PYTHONPATH="$GPU" torchrun --standalone --nproc_per_node 1 -m training.cli train $DATA --format frappe \
     --registry /tmp/reg-ddp --epochs 1 --eval-every 1 2>"$OUT/train-ddp.log" | summary
 
 step "1d. Frappe recipe with fp16 + GradScaler (what a GPU without bf16, a T4 or V100, gets)"
-PYTHONPATH="$GPU" python3 -c "
+wanted 1d && PYTHONPATH="$GPU" python3 -c "
 import runpy, sys
 import torch
 torch.cuda.is_bf16_supported = lambda *a, **k: False
@@ -70,7 +77,7 @@ runpy.run_module('training.cli', run_name='__main__')" 2>"$OUT/train-fp16.log" |
 
 BUNDLE=/tmp/reg/$(PYTHONPATH="$BASE" python3 -c "from service.contract import resolve_current; print(resolve_current('/tmp/reg'))")
 step "2. ONNX Runtime providers on $BUNDLE"
-PYTHONPATH="$GPU" python3 -m bench.ort_providers --bundle "$BUNDLE" --out "$OUT/ort-providers.md" \
+PYTHONPATH="$GPU" python3 -m bench.ort_providers --bundle "$BUNDLE" --out "$OUT/ort-providers.md" ${PROVIDER_ARGS:-} \
     >"$OUT/ort-providers.txt" 2>&1
 head -n -1 "$OUT/ort-providers.txt"
 step "2b. which session serves a lone row (faster_single_row at load)"

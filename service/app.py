@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.batcher import MicroBatcher, Overloaded, usable_cores
+from service.batcher import CPU_BATCH_ROWS, MicroBatcher, Overloaded, usable_cores
 from service.busy_board import board_from_environment
 from service.encoding import EncodingError
 from service.errors import encoding_error_response
@@ -75,10 +75,9 @@ async def _load(state: ServiceState) -> None:
         await state.store.prepare(model.bundle_dir, model.schema)
         if state.holder.ready:  # a reload trigger was faster than the initial load: keep its model
             return
-        state.holder.swap(model)
+        state.install(model)
         if s.gc_freeze:
             freeze_long_lived_objects()
-        state.metrics.set_model(model.version, model.provider)
         log.info("serving %s with ONNX Runtime providers %s", model.version, model.providers)
         check_provider(s.require_provider, model.provider, ort.get_available_providers())
     except Exception as exc:  # stay alive so /readyz can say why
@@ -104,7 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     workers, spread_threads = pool_threads(s)
     state.batcher = MicroBatcher(
         enabled=s.batching_enabled,
-        max_batch_rows=s.max_batch_rows,
+        max_batch_rows=s.max_batch_rows or CPU_BATCH_ROWS,  # until a model says its provider (install)
         max_wait_ms=s.max_wait_ms,
         workers=workers,
         max_queued_rows=s.max_queued_rows,

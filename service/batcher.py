@@ -80,6 +80,13 @@ from service.metrics import ServiceMetrics
 
 # Below this many rows per chunk, one more ONNX Runtime call costs more than a second core saves.
 MIN_SPLIT_ROWS = 32
+# Rows per batch when DLF_MAX_BATCH_ROWS is not set, by the main session's provider. On the CPU a
+# call's cost grows with its rows, and past ~100 rows a batch gains little and only adds latency. A
+# CUDA call of the Frappe graph costs ~1.6 ms of kernel launches whatever its size up to ~1,000 rows
+# (docs/gpu.md), so there 128-row batches cut a 1,000-row request into 8 launches: 1000 x 32 on an
+# H200 served ~165k rows/s with 128-row batches against ~600k with 1,024 (docs/gpu.md, session 27).
+CPU_BATCH_ROWS = 128
+ACCELERATOR_BATCH_ROWS = 1024
 # Rows per thread when a request on an idle pool is spread (see ``_spread_rows``). Lower than
 # MIN_SPLIT_ROWS because the pool is idle, so the extra call's CPU is free, and what counts is
 # latency: one call costs ~0.26 ms + ~78 us per row on the Frappe graph, so halving 10 rows saves
@@ -386,6 +393,11 @@ class _Item:
 
     def client_gone(self) -> bool:
         return self.watch is not None and self.watch.gone
+
+
+def default_batch_rows(provider: str) -> int:
+    """``max_batch_rows`` for a model whose main session runs on ``provider`` (see CPU_BATCH_ROWS)."""
+    return CPU_BATCH_ROWS if provider == "CPUExecutionProvider" else ACCELERATOR_BATCH_ROWS
 
 
 class MicroBatcher:

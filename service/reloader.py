@@ -264,8 +264,7 @@ class Reloader:
                 self._tell_group(version, source)
                 return ReloadResult("unchanged", version, old, source, time.perf_counter() - start)
             model = await self._load_checked(version)
-            holder.swap(model)
-            self.state.metrics.set_model(model.version, model.provider)
+            self.state.install(model)
             self.state.metrics.reloads.labels(result="ok").inc()
             self.state.load_error = None
             if old is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 
-from service.batcher import MicroBatcher
+from service.batcher import MicroBatcher, default_batch_rows
 from service.feature_store import FeatureStore
 from service.metrics import ServiceMetrics
 from service.model_holder import LoadedModel, ModelHolder
@@ -37,6 +37,13 @@ class ServiceState:
     shadow: ShadowScorer | None = None
     impressions: ImpressionLogger | None = None  # closed loop: None without Redis
     draining: bool = False  # SIGTERM received: /readyz says 503 (service/shutdown.py)
+
+    def install(self, model: LoadedModel) -> None:
+        """Serve ``model`` from now on, with the batch size its provider wants unless one is set."""
+        self.holder.swap(model)
+        if self.batcher is not None:
+            self.batcher.max_batch_rows = self.settings.max_batch_rows or default_batch_rows(model.provider)
+        self.metrics.set_model(model.version, model.provider)
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
         """The current model and the parts needed to answer, or 503 while loading."""

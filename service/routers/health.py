@@ -70,7 +70,7 @@ async def readyz(state: ServiceState = Depends(get_state)) -> JSONResponse:
 @router.get("/info", response_model=ServiceInfoResponse)
 async def info(state: ServiceState = Depends(get_state)) -> ServiceInfoResponse:
     """Model version, input fields, execution providers in use and batching settings."""
-    model, store, _ = state.serving()
+    model, store, batcher = state.serving()
     s = state.settings
     return ServiceInfoResponse(
         model_version=model.version,
@@ -88,7 +88,7 @@ async def info(state: ServiceState = Depends(get_state)) -> ServiceInfoResponse:
         providers=model.providers,
         available_providers=list(ort.get_available_providers()),
         batching=BatchingInfo(
-            enabled=s.batching_enabled, max_batch_rows=s.max_batch_rows, max_wait_ms=s.max_wait_ms
+            enabled=s.batching_enabled, max_batch_rows=batcher.max_batch_rows, max_wait_ms=s.max_wait_ms
         ),
         feature_store=store.backend,
         max_request_rows=s.max_request_rows,
