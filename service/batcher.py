@@ -395,11 +395,6 @@ class _Item:
         return self.watch is not None and self.watch.gone
 
 
-def default_batch_rows(provider: str) -> int:
-    """``max_batch_rows`` for a model whose main session runs on ``provider`` (see CPU_BATCH_ROWS)."""
-    return CPU_BATCH_ROWS if provider == "CPUExecutionProvider" else ACCELERATOR_BATCH_ROWS
-
-
 class MicroBatcher:
     """A queue, a pool of inference threads and the dispatch rule above.
 

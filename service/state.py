@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 
-from service.batcher import MicroBatcher, default_batch_rows
+from service.batcher import ACCELERATOR_BATCH_ROWS, CPU_BATCH_ROWS, MicroBatcher
 from service.feature_store import FeatureStore
 from service.metrics import ServiceMetrics
-from service.model_holder import LoadedModel, ModelHolder
+from service.model_holder import CPU, LoadedModel, ModelHolder
 from service.request_log import RequestLogger
 from service.settings import Settings
 
@@ -41,8 +41,9 @@ class ServiceState:
     def install(self, model: LoadedModel) -> None:
         """Serve ``model`` from now on, with the batch size its provider wants unless one is set."""
         self.holder.swap(model)
-        if self.batcher is not None:
-            self.batcher.max_batch_rows = self.settings.max_batch_rows or default_batch_rows(model.provider)
+        if self.batcher is not None:  # unset: by the main session's provider (see CPU_BATCH_ROWS)
+            by_provider = CPU_BATCH_ROWS if model.provider == CPU else ACCELERATOR_BATCH_ROWS
+            self.batcher.max_batch_rows = self.settings.max_batch_rows or by_provider
         self.metrics.set_model(model.version, model.provider)
 
     def serving(self) -> tuple[LoadedModel, FeatureStore, MicroBatcher]:
